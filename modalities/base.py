@@ -1,0 +1,39 @@
+"""Names and errors shared by every modality reader.
+
+A site's data arrives as real files written by other people's tools, so every
+reader reports problems as a `DataError` that names the file, the record and
+the field. The run stops before training on the first one.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+
+class Modality(StrEnum):
+    """The modalities a site can hold; the value is the key used everywhere (config, batches, parameter names)."""
+
+    PHENOTYPES = "phenotypes"
+    VARIANTS = "variants"
+    NOTES = "notes"
+    IMAGING = "imaging"
+    LABS = "labs"
+
+
+ALL_MODALITIES: tuple[str, ...] = tuple(m.value for m in Modality)
+
+
+class DataError(ValueError):
+    """Bad input in a site's files: says where (file, record, field) and what is wrong."""
+
+    def __init__(self, path: str | Path, message: str, record: str | None = None, field: str | None = None):
+        self.path = str(path)
+        self.record = record
+        self.field = field
+        self.reason = message
+        where = [self.path]
+        if record is not None:
+            where.append(f"record {record}")
+        if field is not None:
+            where.append(f"field {field}")
+        super().__init__(f"{': '.join(where)}: {message}")
