@@ -1,0 +1,35 @@
+"""The two references every federated result is read against.
+
+Local-only: each site trains alone (what it can do without the consortium).
+Pooled: one model on everyone's training data (what centralising would give,
+which privacy law forbids). Both start from the same initial weights and train
+for as many epochs as a site does over the whole federated run.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch.utils.data import ConcatDataset, DataLoader
+
+from federation.site import Site
+from federation.state import StateDict, get_state, set_state
+
+
+def train_local(site: Site, module: L.LightningModule, initial_state: StateDict, epochs: int, seed: int) -> StateDict:
+    set_state(module, initial_state)
+    L.seed_everything(seed, workers=True, verbose=False)
+    site.make_trainer(max_epochs=epochs).fit(module, train_dataloaders=site.loader("train", shuffle=True, seed=seed))
+    return get_state(module, list(initial_state))
+
+
+def train_pooled(
+    sites: list[Site], module: L.LightningModule, initial_state: StateDict, epochs: int, seed: int, make_trainer: Callable[..., L.Trainer]
+) -> StateDict:
+    set_state(module, initial_state)
+    L.seed_everything(seed, workers=True, verbose=False)
+    pooled = ConcatDataset([site.data.splits["train"] for site in sites])
+    loader = DataLoader(pooled, batch_size=sites[0].batch_size, shuffle=True, collate_fn=sites[0].collate, generator=torch.Generator().manual_seed(seed))
+    make_trainer(max_epochs=epochs).fit(module, train_dataloaders=loader)
+    return get_state(module, list(initial_state))

@@ -1,0 +1,87 @@
+"""The main job: federated training across the consortium, the local-only and pooled baselines, the table.
+
+`scripts/train.py` is a thin Hydra wrapper around `run_experiment`. All data is
+read and validated before anything is trained, and the run folder's outputs are
+written only at the end, each atomically.
+"""
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from federation.baselines import train_local, train_pooled
+from federation.engine import InProcessEngine
+from federation.evaluation import predict
+from federation.outputs import write_json, write_model, write_rows, write_text
+from federation.report import build_summary, markdown_table
+from federation.site import Site
+from federation.state import get_state, set_state, trainable_keys
+from modalities.consortium import load_consortium
+from modalities.dataset import collate_batch
+from models.builder import build_model
+from models.lit_module import MultimodalLitModule
+
+log = logging.getLogger(__name__)
+
+
+def quiet_lightning() -> None:
+    """Lightning announces devices and parameter counts at every fit; a run does hundreds of fits."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def evaluation_device(accelerator: str) -> str:
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
+    quiet_lightning()
+    L.seed_everything(cfg.seed, verbose=False)
+    consortium = load_consortium(cfg.data, seed=cfg.seed)
+    model = build_model(cfg.model, consortium.modalities, len(consortium.label_space))
+    module = MultimodalLitModule(model, optimizer=instantiate(cfg.model.optimizer))
+    make_trainer = instantiate(cfg.trainer)
+    collate = partial(collate_batch, modalities=model.modalities, readers=consortium.readers)
+    sites = [Site(data, collate, cfg.data.batch_size, make_trainer) for data in consortium.sites]
+    device = evaluation_device(cfg.trainer.accelerator)
+    initial = get_state(module, trainable_keys(module))
+    log.info("consortium: %s", {s.name: (s.n_train, s.data.modalities) for s in sites})
+
+    federation = InProcessEngine(
+        sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, cfg.federation.local_epochs, cfg.seed, device
+    ).run(progress=cfg.get("progress", True))
+    predictions = {"federated": {s.name: predict(model, s.loader("test"), device) for s in sites}}
+    final_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    epochs = cfg.federation.rounds * cfg.federation.local_epochs
+    if cfg.baselines.local:
+        predictions["local"] = {}
+        for i, site in enumerate(sites):
+            set_state(module, train_local(site, module, initial, epochs, seed=cfg.seed + i))
+            predictions["local"][site.name] = predict(model, site.loader("test"), device)
+    if cfg.baselines.pooled:
+        set_state(module, train_pooled(sites, module, initial, epochs, cfg.seed, make_trainer))
+        predictions["pooled"] = {s.name: predict(model, s.loader("test"), device) for s in sites}
+
+    ordered = {a: predictions[a] for a in ("local", "federated", "pooled") if a in predictions}
+    summary = build_summary(cfg.task, ordered, {s.name: s.n_train for s in sites})
+    table = markdown_table(summary)
+    _write_run(out_dir, cfg, summary, table, federation.history, final_model, consortium.label_space.labels)
+    print(table)
+    return summary
+
+
+def _write_run(out_dir: Path, cfg: DictConfig, summary: dict, table: str, history: list[dict], state: dict, labels: list[str]) -> None:
+    write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_rows(out_dir / "metrics.csv", history)
+    write_model(out_dir / "model.safetensors", state, {"labels": ",".join(labels), "task": str(cfg.task)})
+    write_text(out_dir / "summary.md", table)
+    write_json(out_dir / "summary.json", summary)

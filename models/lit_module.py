@@ -1,0 +1,66 @@
+"""The one LightningModule: wraps any MultimodalClassifier for local training and evaluation."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import nn
+
+from models.metrics import classification_metrics
+
+
+class MultimodalLitModule(L.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        label_smoothing: float = 0.0,
+    ):
+        """`optimizer` is a partial (Hydra `_partial_: true`) completed with the trainable parameters."""
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "optimizer"])
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.model(batch["inputs"], batch["present"])
+
+    def model_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch)
+        return self.loss(logits, batch["label"]), logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _ = self.model_step(batch)
+        self.log("train/loss", loss, batch_size=len(batch["label"]), on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._collect("val", batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._collect("test", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_stage("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_stage("test")
+
+    def _collect(self, stage: str, batch: dict) -> None:
+        loss, logits = self.model_step(batch)
+        self.log(f"{stage}/loss", loss, batch_size=len(batch["label"]))
+        self._outputs[stage].append((logits.detach().cpu(), batch["label"].cpu()))
+
+    def _log_stage(self, stage: str) -> None:
+        if not self._outputs[stage]:
+            return
+        logits, labels = (torch.cat(parts) for parts in zip(*self._outputs[stage]))
+        self._outputs[stage].clear()
+        for name, value in classification_metrics(logits, labels).items():
+            self.log(f"{stage}/{name}", value)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
