@@ -47,7 +47,7 @@ def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     L.seed_everything(cfg.seed, verbose=False)
     consortium = load_consortium(cfg.data, seed=cfg.seed)
     model = build_model(cfg.model, consortium.modalities, len(consortium.label_space))
-    module = MultimodalLitModule(model, optimizer=instantiate(cfg.model.optimizer))
+    module = MultimodalLitModule(model, optimizer=instantiate(cfg.model.optimizer), **cfg.model.get("training", {}))
     make_trainer = instantiate(cfg.trainer)
     collate = partial(collate_batch, modalities=model.modalities, readers=consortium.readers)
     sites = [Site(data, collate, cfg.data.batch_size, make_trainer) for data in consortium.sites]

@@ -16,8 +16,15 @@ class MultimodalLitModule(L.LightningModule):
         model: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         label_smoothing: float = 0.0,
+        modality_dropout: float = 0.0,
     ):
-        """`optimizer` is a partial (Hydra `_partial_: true`) completed with the trainable parameters."""
+        """`optimizer` is a partial (Hydra `_partial_: true`) completed with the trainable parameters.
+
+        `modality_dropout` hides each present modality of a training sample with this
+        probability (never the last one). Without it the fusion leans on whichever
+        modality is learnt first (phenotypes) and ignores slower ones, which then
+        fail the patients and sites that lack that modality.
+        """
         super().__init__()
         self.save_hyperparameters(ignore=["model", "optimizer"])
         self.model = model
@@ -33,6 +40,8 @@ class MultimodalLitModule(L.LightningModule):
         return self.loss(logits, batch["label"]), logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.hparams.modality_dropout > 0:
+            batch = {**batch, "present": drop_modalities(batch["present"], self.hparams.modality_dropout)}
         loss, _ = self.model_step(batch)
         self.log("train/loss", loss, batch_size=len(batch["label"]), on_step=False, on_epoch=True)
         return loss
@@ -64,3 +73,15 @@ class MultimodalLitModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+
+
+def drop_modalities(present: torch.Tensor, rate: float) -> torch.Tensor:
+    """Randomly hide present modalities per sample, keeping at least one for every sample that had one."""
+    keep = present & (torch.rand(present.shape, device=present.device) >= rate)
+    emptied = keep.sum(1) == 0
+    if emptied.any():
+        # restore one random originally-present modality in rows that lost all of them
+        scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
+        restore = torch.zeros_like(present).scatter_(1, scores.argmax(1, keepdim=True), True) & present
+        keep = torch.where(emptied.unsqueeze(1), restore, keep)
+    return keep
