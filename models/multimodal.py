@@ -34,7 +34,8 @@ class MultimodalClassifier(nn.Module):
             rows = present[:, column]
             out = present.new_zeros(batch, self.embed_dim, dtype=torch.float32)
             if modality in inputs and bool(rows.any()):
-                out = out.to(inputs[modality].device).index_put((rows,), self.encoders[modality](inputs[modality][rows]))
+                encoded = self.encoders[modality](inputs[modality][rows])
+                out = out.to(encoded.dtype).index_put((rows,), encoded)  # bf16 under mixed precision
             embeddings[modality] = out
         return embeddings
 

@@ -84,3 +84,25 @@ def test_text_encoder_loads_the_packaged_minilm_offline():
 
 def test_lab_encoder_shape():
     assert LabEncoder(["a", "b", "c"], embed_dim=EMBED)(torch.zeros(4, 6)).shape == (4, EMBED)
+
+
+def test_variant_encoder_ignores_padding_rows_and_handles_empty_sets():
+    from models.encoders.variants import VariantSetEncoder
+    from modalities.variants import variant_columns
+
+    columns = variant_columns(("CADD", "REVEL"))
+    encoder = VariantSetEncoder(embed_dim=EMBED, score_fields=("CADD", "REVEL")).eval()
+    torch.manual_seed(0)
+    variants = torch.zeros(3, 4, len(columns))
+    variants[:, :2, columns.index("valid")] = 1
+    variants[:, :2, columns.index("gene")] = torch.tensor([5.0, 9.0])
+    variants[:, :2, columns.index("CADD")] = torch.tensor([30.0, 2.0])
+    variants[2] = 0  # a patient whose VCF had no called variant
+    padded_differently = variants.clone()
+    padded_differently[0, 2:, columns.index("CADD")] = 99.0  # junk in padding rows must not matter
+
+    out, out_junk = encoder(variants), encoder(padded_differently)
+
+    assert out.shape == (3, EMBED)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out[0], out_junk[0], atol=1e-6)
