@@ -7,6 +7,7 @@ written only at the end, each atomically.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -19,10 +20,10 @@ from federation.baselines import train_local, train_pooled
 from federation.engine import InProcessEngine
 from federation.evaluation import predict
 from federation.outputs import write_json, write_model, write_rows, write_text
-from federation.report import build_summary, markdown_table
+from federation.report import build_summary, combine_seeds, markdown_table
 from federation.site import Site
 from federation.state import get_state, set_state, trainable_keys
-from modalities.consortium import load_consortium
+from modalities.consortium import Consortium, load_consortium
 from modalities.dataset import collate_batch
 from models.builder import build_model
 from models.lit_module import MultimodalLitModule
@@ -43,9 +44,29 @@ def evaluation_device(accelerator: str) -> str:
 
 
 def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
+    """One run, or one per training seed in `cfg.seeds` (same data, mean and sd over seeds in the summary)."""
     quiet_lightning()
-    L.seed_everything(cfg.seed, verbose=False)
     consortium = load_consortium(cfg.data, seed=cfg.seed)
+    seeds = list(cfg.get("seeds") or [cfg.seed])
+    runs = [_run_seed(cfg, consortium, seed) for seed in seeds]
+    summaries = [r.summary for r in runs]
+    summary = summaries[0] if len(runs) == 1 else combine_seeds(summaries, seeds)
+    table = markdown_table(summary, cfg.get("report", {}).get("table_metrics"))
+    last = runs[-1]
+    _write_run(out_dir, cfg, summary, table, last.history, last.final_model, consortium.label_space.labels)
+    print(table)
+    return summary
+
+
+@dataclass
+class SeedRun:
+    summary: dict
+    history: list[dict]
+    final_model: dict[str, torch.Tensor]
+
+
+def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int) -> SeedRun:
+    L.seed_everything(seed, verbose=False)
     model = build_model(cfg.model, consortium.modalities, len(consortium.label_space))
     module = MultimodalLitModule(model, optimizer=instantiate(cfg.model.optimizer), **cfg.model.get("training", {}))
     make_trainer = instantiate(cfg.trainer)
@@ -53,10 +74,10 @@ def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     sites = [Site(data, collate, cfg.data.batch_size, make_trainer) for data in consortium.sites]
     device = evaluation_device(cfg.trainer.accelerator)
     initial = get_state(module, trainable_keys(module))
-    log.info("consortium: %s", {s.name: (s.n_train, s.data.modalities) for s in sites})
+    log.info("seed %d, consortium: %s", seed, {s.name: (s.n_train, s.data.modalities) for s in sites})
 
     federation = InProcessEngine(
-        sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, cfg.federation.local_epochs, cfg.seed, device
+        sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, cfg.federation.local_epochs, seed, device
     ).run(progress=cfg.get("progress", True))
     predictions = {"federated": {s.name: predict(model, s.loader("test"), device) for s in sites}}
     final_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -65,18 +86,16 @@ def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     if cfg.baselines.local:
         predictions["local"] = {}
         for i, site in enumerate(sites):
-            set_state(module, train_local(site, module, initial, epochs, seed=cfg.seed + i))
+            set_state(module, train_local(site, module, initial, epochs, seed=seed + i))
             predictions["local"][site.name] = predict(model, site.loader("test"), device)
     if cfg.baselines.pooled:
-        set_state(module, train_pooled(sites, module, initial, epochs, cfg.seed, make_trainer))
+        set_state(module, train_pooled(sites, module, initial, epochs, seed, make_trainer))
         predictions["pooled"] = {s.name: predict(model, s.loader("test"), device) for s in sites}
 
     ordered = {a: predictions[a] for a in ("local", "federated", "pooled") if a in predictions}
-    summary = build_summary(cfg.task, ordered, {s.name: s.n_train for s in sites})
-    table = markdown_table(summary)
-    _write_run(out_dir, cfg, summary, table, federation.history, final_model, consortium.label_space.labels)
-    print(table)
-    return summary
+    metrics = cfg.get("report", {}).get("metrics")
+    summary = build_summary(cfg.task, ordered, {s.name: s.n_train for s in sites}, dict(metrics) if metrics else None)
+    return SeedRun(summary, federation.history, final_model)
 
 
 def _write_run(out_dir: Path, cfg: DictConfig, summary: dict, table: str, history: list[dict], state: dict, labels: list[str]) -> None:

@@ -1,44 +1,94 @@
-"""The run's summary: per-site metrics of the local-only, federated and pooled models, as JSON and a table."""
+"""The run's summary: per-site metrics of the local-only, federated and pooled models, as JSON and a table.
+
+Experiments name the metrics they report (`report.metrics`: reported name ->
+metric of models.metrics), so heart reports `accuracy` and the phenopacket
+experiment `top1`/`top5` from the same computation. Besides metrics over all
+test patients pooled ("overall"), the summary holds the unweighted mean over
+sites ("mean_over_sites"), which is how FLamby reports its benchmarks.
+"""
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from models.metrics import METRIC_NAMES, classification_metrics
 
 APPROACHES = ("local", "federated", "pooled")
-TABLE_METRICS = ("accuracy", "top3_accuracy", "macro_auroc")
+Predictions = dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]
 
 
-def build_summary(task: str, predictions: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]], n_train: dict[str, int]) -> dict:
+def build_summary(task: str, predictions: Predictions, n_train: Mapping[str, int], metrics: Mapping[str, str] | None = None) -> dict:
     """predictions[approach][site] = (logits, labels) on that site's test split."""
+    metrics = dict(metrics) if metrics else {name: name for name in METRIC_NAMES}
+    pick = lambda computed: {name: computed[source] for name, source in metrics.items()}
     sites = {}
     for site in n_train:
-        entry = {"n_train": n_train[site], "n_test": int(predictions["federated"][site][1].numel())}
+        entry = {"n_train": int(n_train[site]), "n_test": int(next(iter(predictions.values()))[site][1].numel())}
         for approach, per_site in predictions.items():
-            entry[approach] = classification_metrics(*per_site[site])
+            entry[approach] = pick(classification_metrics(*per_site[site]))
         sites[site] = entry
     overall = {}
     for approach, per_site in predictions.items():
         logits = torch.cat([per_site[s][0] for s in n_train])
         labels = torch.cat([per_site[s][1] for s in n_train])
-        overall[approach] = classification_metrics(logits, labels)
-    return {"task": task, "metric_names": list(METRIC_NAMES), "sites": sites, "overall": overall}
+        overall[approach] = pick(classification_metrics(logits, labels))
+    mean_over_sites = {a: {m: _nanmean(sites[s][a][m] for s in sites) for m in metrics} for a in predictions}
+    return {"task": task, "metric_names": list(metrics), "sites": sites, "overall": overall, "mean_over_sites": mean_over_sites}
 
 
-def markdown_table(summary: dict, metrics: tuple[str, ...] = TABLE_METRICS) -> str:
+def combine_seeds(summaries: Sequence[dict], seeds: Sequence[int]) -> dict:
+    """Mean over seeds in the spine's shape, with the standard deviation over seeds beside it under "sd"."""
+    first = summaries[0]
+    combined = {"task": first["task"], "metric_names": first["metric_names"], "seeds": list(seeds)}
+    combined["sites"] = {
+        site: {k: (v if k in ("n_train", "n_test") else _mean_metrics([s["sites"][site][k] for s in summaries])) for k, v in entry.items()}
+        for site, entry in first["sites"].items()
+    }
+    for block in ("overall", "mean_over_sites"):
+        combined[block] = {a: _mean_metrics([s[block][a] for s in summaries]) for a in first[block]}
+    combined["sd"] = {
+        block: {a: _sd_metrics([s[block][a] for s in summaries]) for a in first[block]} for block in ("overall", "mean_over_sites")
+    }
+    return combined
+
+
+def markdown_table(summary: dict, metrics: Sequence[str] | None = None) -> str:
+    metrics = list(metrics or summary["metric_names"][:3])
     approaches = [a for a in APPROACHES if a in summary["overall"]]
     header = ["site", "n_train", "n_test"] + [f"{m} {a}" for m in metrics for a in approaches]
     rows = [header, ["---"] * len(header)]
     for site, entry in summary["sites"].items():
         rows.append([site, str(entry["n_train"]), str(entry["n_test"])] + [_fmt(entry[a][m]) for m in metrics for a in approaches])
-    overall = summary["overall"]
-    n_train = sum(e["n_train"] for e in summary["sites"].values())
-    n_test = sum(e["n_test"] for e in summary["sites"].values())
-    rows.append(["**all sites**", str(n_train), str(n_test)] + [_fmt(overall[a][m]) for m in metrics for a in approaches])
+    n_train = str(sum(e["n_train"] for e in summary["sites"].values()))
+    n_test = str(sum(e["n_test"] for e in summary["sites"].values()))
+    sd = summary.get("sd", {})
+    for block, label in (("mean_over_sites", "**mean over sites**"), ("overall", "**all test patients**")):
+        cells = [_fmt(summary[block][a][m], sd.get(block, {}).get(a, {}).get(m)) for m in metrics for a in approaches]
+        rows.append([label, n_train, n_test] + cells)
     return "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
 
 
-def _fmt(value: float) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+def _mean_metrics(blocks: list[dict]) -> dict:
+    return {m: _nanmean(b[m] for b in blocks) for m in blocks[0]}
+
+
+def _sd_metrics(blocks: list[dict]) -> dict:
+    out = {}
+    for m in blocks[0]:
+        values = [b[m] for b in blocks if not math.isnan(b[m])]
+        out[m] = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return out
+
+
+def _nanmean(values) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _fmt(value: float, sd: float | None = None) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:.3f}" if sd is None or math.isnan(sd) else f"{value:.3f} ± {sd:.3f}"

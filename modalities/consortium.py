@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from modalities.dataset import load_site, site_labels
@@ -45,7 +45,18 @@ def prepare_data(cfg: DictConfig, seed: int) -> None:
 
 
 def load_consortium(cfg: DictConfig, seed: int) -> Consortium:
-    """Read and validate every site's files; raises DataError before any training on bad input."""
+    """Build the consortium with the loader the data config names (`loader`, a dotted function path).
+
+    Loaders take the whole `data` config and the seed and return a Consortium; the
+    default reads one folder per site (docs/site-folder.md). Others partition one
+    collection (a table, an .npz, a phenopacket store) into sites.
+    """
+    loader = get_method(cfg.get("loader") or "modalities.consortium.load_site_folders")
+    return loader(cfg, seed)
+
+
+def load_site_folders(cfg: DictConfig, seed: int) -> Consortium:
+    """Read and validate every site's folder; raises DataError before any training on bad input."""
     prepare_data(cfg, seed)
     entries = site_entries(cfg)
     modalities = sorted({m for entry in entries for m in entry["modalities"]})

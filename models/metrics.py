@@ -14,7 +14,7 @@ from torchmetrics.functional.classification import (
     multiclass_calibration_error,
 )
 
-METRIC_NAMES: tuple[str, ...] = ("accuracy", "top3_accuracy", "macro_auroc", "macro_auprc", "ece")
+METRIC_NAMES: tuple[str, ...] = ("accuracy", "top3_accuracy", "top5_accuracy", "macro_auroc", "macro_auprc", "ece")
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -27,6 +27,7 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
     return {
         "accuracy": float(multiclass_accuracy(probs, labels, n_classes, average="micro", top_k=1)),
         "top3_accuracy": float(multiclass_accuracy(probs, labels, n_classes, average="micro", top_k=min(3, n_classes))),
+        "top5_accuracy": float(multiclass_accuracy(probs, labels, n_classes, average="micro", top_k=min(5, n_classes))),
         "macro_auroc": _macro_over_present(multiclass_auroc(probs, labels, n_classes, average=None), labels),
         "macro_auprc": _macro_over_present(multiclass_average_precision(probs, labels, n_classes, average=None), labels),
         "ece": float(multiclass_calibration_error(probs, labels, n_classes, n_bins=10, norm="l1")),

@@ -53,7 +53,7 @@ def test_smoke_run_writes_the_run_folder(smoke_run):
     for name in OUTPUTS:
         assert (out_dir / name).exists(), name
     on_disk = json.loads((out_dir / "summary.json").read_text())
-    assert set(on_disk) == {"task", "metric_names", "sites", "overall"}
+    assert set(on_disk) == {"task", "metric_names", "sites", "overall", "mean_over_sites"}
     assert set(on_disk["overall"]) == {"local", "federated", "pooled"}
     for site in on_disk["sites"].values():
         assert site["n_train"] > 0 and site["n_test"] > 0
