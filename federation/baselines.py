@@ -3,7 +3,8 @@
 Local-only: each site trains alone (what it can do without the consortium).
 Pooled: one model on everyone's training data (what centralising would give,
 which privacy law forbids). Both start from the same initial weights and train
-for as many epochs as a site does over the whole federated run.
+for as many epochs (or steps) as a site does over the whole federated run,
+unless the config gives the baselines their own budget.
 """
 from __future__ import annotations
 
@@ -17,19 +18,19 @@ from federation.site import Site
 from federation.state import StateDict, get_state, set_state
 
 
-def train_local(site: Site, module: L.LightningModule, initial_state: StateDict, epochs: int, seed: int) -> StateDict:
+def train_local(site: Site, module: L.LightningModule, initial_state: StateDict, limits: dict, seed: int) -> StateDict:
     set_state(module, initial_state)
     L.seed_everything(seed, workers=True, verbose=False)
-    site.make_trainer(max_epochs=epochs).fit(module, train_dataloaders=site.loader("train", shuffle=True, seed=seed))
+    site.make_trainer(**limits).fit(module, train_dataloaders=site.loader("train", shuffle=True, seed=seed))
     return get_state(module, list(initial_state))
 
 
 def train_pooled(
-    sites: list[Site], module: L.LightningModule, initial_state: StateDict, epochs: int, seed: int, make_trainer: Callable[..., L.Trainer]
+    sites: list[Site], module: L.LightningModule, initial_state: StateDict, limits: dict, seed: int, make_trainer: Callable[..., L.Trainer]
 ) -> StateDict:
     set_state(module, initial_state)
     L.seed_everything(seed, workers=True, verbose=False)
     pooled = ConcatDataset([site.data.splits["train"] for site in sites])
     loader = DataLoader(pooled, batch_size=sites[0].batch_size, shuffle=True, collate_fn=sites[0].collate, generator=torch.Generator().manual_seed(seed))
-    make_trainer(max_epochs=epochs).fit(module, train_dataloaders=loader)
+    make_trainer(**limits).fit(module, train_dataloaders=loader)
     return get_state(module, list(initial_state))

@@ -25,12 +25,13 @@ class FederationResult:
 
 
 class InProcessEngine:
-    def __init__(self, sites: list[Site], module: L.LightningModule, strategy: Strategy, rounds: int, local_epochs: int, seed: int, device: str = "cpu"):
+    def __init__(self, sites: list[Site], module: L.LightningModule, strategy: Strategy, rounds: int, local_limits: dict, seed: int, device: str = "cpu"):
+        """`local_limits`: Lightning Trainer kwargs bounding one site's local training per round."""
         self.sites = sites
         self.module = module
         self.strategy = strategy
         self.rounds = rounds
-        self.local_epochs = local_epochs
+        self.local_limits = dict(local_limits)
         self.seed = seed
         self.device = device
 
@@ -40,7 +41,7 @@ class InProcessEngine:
         bar = tqdm(range(1, self.rounds + 1), desc="federated rounds", unit="round", disable=not progress)
         for round_ in bar:
             updates = [
-                site.train(self.module, state, self.local_epochs, round_, seed=self.seed + 1000 * round_ + i)
+                site.train(self.module, state, self.local_limits, round_, seed=self.seed + 1000 * round_ + i)
                 for i, site in enumerate(self.sites)
             ]
             state = self.strategy.aggregate(state, updates)

@@ -43,6 +43,24 @@ def evaluation_device(accelerator: str) -> str:
     return "cpu"
 
 
+def local_limits(federation: DictConfig) -> dict:
+    """Per-round local training budget: `local_steps` optimizer steps if set, else `local_epochs` epochs."""
+    if federation.get("local_steps"):
+        return {"max_steps": int(federation.local_steps), "max_epochs": -1}
+    return {"max_epochs": int(federation.local_epochs)}
+
+
+def baseline_limits(cfg: DictConfig) -> dict:
+    """Local-only and pooled budget: `baselines.epochs`/`baselines.steps` if set, else the whole federated run's."""
+    if cfg.baselines.get("steps"):
+        return {"max_steps": int(cfg.baselines.steps), "max_epochs": -1}
+    if cfg.baselines.get("epochs"):
+        return {"max_epochs": int(cfg.baselines.epochs)}
+    per_round = local_limits(cfg.federation)
+    key = "max_steps" if "max_steps" in per_round else "max_epochs"
+    return {**per_round, key: per_round[key] * int(cfg.federation.rounds)}
+
+
 def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     """One run, or one per training seed in `cfg.seeds` (same data, mean and sd over seeds in the summary)."""
     quiet_lightning()
@@ -77,19 +95,19 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int) -> SeedRun:
     log.info("seed %d, consortium: %s", seed, {s.name: (s.n_train, s.data.modalities) for s in sites})
 
     federation = InProcessEngine(
-        sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, cfg.federation.local_epochs, seed, device
+        sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, local_limits(cfg.federation), seed, device
     ).run(progress=cfg.get("progress", True))
     predictions = {"federated": {s.name: predict(model, s.loader("test"), device) for s in sites}}
     final_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
-    epochs = cfg.federation.rounds * cfg.federation.local_epochs
+    limits = baseline_limits(cfg)
     if cfg.baselines.local:
         predictions["local"] = {}
         for i, site in enumerate(sites):
-            set_state(module, train_local(site, module, initial, epochs, seed=seed + i))
+            set_state(module, train_local(site, module, initial, limits, seed=seed + i))
             predictions["local"][site.name] = predict(model, site.loader("test"), device)
     if cfg.baselines.pooled:
-        set_state(module, train_pooled(sites, module, initial, epochs, seed, make_trainer))
+        set_state(module, train_pooled(sites, module, initial, limits, seed, make_trainer))
         predictions["pooled"] = {s.name: predict(model, s.loader("test"), device) for s in sites}
 
     ordered = {a: predictions[a] for a in ("local", "federated", "pooled") if a in predictions}

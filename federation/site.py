@@ -47,11 +47,11 @@ class Site:
                 counts[modality] = counts.get(modality, 0) + 1
         return counts
 
-    def train(self, module: L.LightningModule, global_state: StateDict, epochs: int, round_: int, seed: int) -> ModelUpdate:
-        """Local training from the global state; the delta of what this site trained."""
+    def train(self, module: L.LightningModule, global_state: StateDict, limits: dict, round_: int, seed: int) -> ModelUpdate:
+        """Local training from the global state (`limits`: Trainer kwargs such as max_epochs or max_steps); the delta of what this site trained."""
         set_state(module, global_state)
         L.seed_everything(seed, workers=True, verbose=False)
-        trainer = self.make_trainer(max_epochs=epochs)
+        trainer = self.make_trainer(**limits)
         trainer.fit(module, train_dataloaders=self.loader("train", shuffle=True, seed=seed))
         local = get_state(module, list(global_state))
         counts = self._sample_counts(list(global_state), module.model.modalities)

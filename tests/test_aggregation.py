@@ -66,8 +66,8 @@ def test_imaging_weights_come_from_the_only_imaging_site_and_shared_weights_are_
     with_images, without_images = _site("a", 8, True, 1), _site("b", 12, False, 2)
 
     # Execute
-    update_a = with_images.train(module, global_state, epochs=1, round_=1, seed=1)
-    update_b = without_images.train(module, global_state, epochs=1, round_=1, seed=2)
+    update_a = with_images.train(module, global_state, {"max_epochs": 1}, round_=1, seed=1)
+    update_b = without_images.train(module, global_state, {"max_epochs": 1}, round_=1, seed=2)
     new_state = FedAvg().aggregate(global_state, [update_a, update_b])
 
     # Assert
