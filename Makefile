@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# Weights and ontologies come from installed packages; never reach for a model hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test venv clean
