@@ -7,7 +7,7 @@ else the union of the diagnoses found at the sites (disease ids only, no patient
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.utils import get_method, instantiate
@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modalities.dataset import load_site, site_labels
 from modalities.labels import LabelSpace
+from modalities.quality import DEFAULT_MIN_COUNT, site_quality
 from modalities.site_data import SiteData
 
 
@@ -24,6 +25,7 @@ class Consortium:
     label_space: LabelSpace
     modalities: list[str]
     readers: dict
+    quality: dict[str, dict] = field(default_factory=dict)  # site -> data-quality report (aggregates only)
 
 
 def site_entries(cfg: DictConfig) -> list[dict]:
@@ -67,12 +69,13 @@ def load_site_folders(cfg: DictConfig, seed: int) -> Consortium:
     labels = cfg.get("labels") or sorted(set().union(*(site_labels(Path(e["path"])) for e in entries)))
     label_space = LabelSpace(list(labels))
     fractions = OmegaConf.to_container(cfg.split_fractions) if cfg.get("split_fractions") else None
-    sites = [
-        SiteData(
-            name=entry["name"],
-            modalities=tuple(entry["modalities"]),
-            splits=load_site(Path(entry["path"]), entry["modalities"], readers, label_space, seed=seed, fractions=fractions),
+    sites, quality = [], {}
+    min_count = int(cfg.get("quality", {}).get("min_count", DEFAULT_MIN_COUNT))
+    for entry in entries:
+        splits = load_site(Path(entry["path"]), entry["modalities"], readers, label_space, seed=seed, fractions=fractions)
+        sites.append(SiteData(name=entry["name"], modalities=tuple(entry["modalities"]), splits=splits))
+        # right after load_site: the readers' stats still hold this site's counts
+        quality[entry["name"]] = site_quality(
+            Path(entry["path"]), splits, entry["modalities"], readers, label_space.labels, min_count=min_count
         )
-        for entry in entries
-    ]
-    return Consortium(sites, label_space, modalities, readers)
+    return Consortium(sites, label_space, modalities, readers, quality)

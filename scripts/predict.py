@@ -1,0 +1,34 @@
+"""Ranked differential diagnosis for one patient with a trained run's model, and what drove it.
+
+    python scripts/predict.py outputs/runs/<date_time> site/phenopackets/p1.json [--vcf p1.vcf] [--output p1.json]
+
+The patient's VCF, note, image and labs are found next to the phenopacket by the
+site-folder layout (docs/site-folder.md) unless given explicitly.
+"""
+from __future__ import annotations
+
+import argparse
+
+from federation.predict import format_prediction, predict_patient, write_prediction
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="run folder with config.yaml and model.safetensors")
+    parser.add_argument("phenopacket", help="the patient's phenopacket JSON")
+    parser.add_argument("--site-dir", help="site folder (default: the folder above phenopackets/)")
+    for modality, flag in (("variants", "--vcf"), ("notes", "--note"), ("imaging", "--image"), ("labs", "--labs")):
+        parser.add_argument(flag, dest=modality, help=f"{modality} file for this patient")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--output", help="also write the result as JSON here")
+    args = parser.parse_args(argv)
+    files = {m: getattr(args, m) for m in ("variants", "notes", "imaging", "labs") if getattr(args, m)}
+    result = predict_patient(args.run_dir, args.phenopacket, args.site_dir, files, args.top_k)
+    print(format_prediction(result))
+    if args.output:
+        write_prediction(result, args.output)
+    return result
+
+
+if __name__ == "__main__":
+    main()
