@@ -9,6 +9,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+import modalities.image_sites  # noqa: F401  registers the config resolvers that read image archives' headers
 from federation.experiment import run_experiment
 
 
