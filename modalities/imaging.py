@@ -10,7 +10,6 @@ mismatch is an error, and so is a NaN or infinite pixel.
 """
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,11 +20,11 @@ from monai.transforms import Compose, LoadImage, Resize, ScaleIntensity
 from torch import Tensor
 
 from modalities.base import DataError
+from modalities.patient_files import patient_files
 from modalities.phenopacket_io import PatientRecord
 
-log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _LUMA = (0.299, 0.587, 0.114)
 
 
@@ -99,25 +98,8 @@ class ImageReader:
 
     def read_site(self, site_dir: Path, records: list[PatientRecord]) -> dict[str, Tensor]:
         self.stats = Counter()
-        folder = Path(site_dir) / self.dir
-        if not folder.is_dir():
-            return {}
         known = {r.patient_id for r in records}
-        files: dict[str, Path] = {}
-        for path in sorted(folder.iterdir()):
-            patient_id = next((path.name[: -len(s)] for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), None)
-            if not patient_id:
-                continue
-            if patient_id not in known:
-                self.stats["files_without_phenopacket"] += 1
-                continue
-            if patient_id in files:
-                raise DataError(path, f"two images for one patient (also {files[patient_id].name})", record=patient_id)
-            files[patient_id] = path
-        if self.stats["files_without_phenopacket"]:
-            log.warning(
-                "%s: ignored %d images of patients without a phenopacket", folder, self.stats["files_without_phenopacket"]
-            )
+        files = patient_files(Path(site_dir) / self.dir, IMAGE_SUFFIXES, known, "image", self.stats)
         converted_before = self._check.rgb_to_grey
         out = {pid: self.load(path, pid) for pid, path in files.items()}
         if self._check.rgb_to_grey > converted_before:

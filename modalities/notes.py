@@ -6,7 +6,6 @@ and every site tokenises the same way.
 """
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -15,10 +14,10 @@ import torch
 from torch import Tensor
 
 from modalities.base import DataError
+from modalities.patient_files import patient_files
 from modalities.phenopacket_io import PatientRecord
 from modalities.phenotypes import pad_sequences
 
-log = logging.getLogger(__name__)
 
 
 def default_tokenizer_path() -> str:
@@ -59,16 +58,9 @@ class NoteReader:
 
     def read_site(self, site_dir: Path, records: list[PatientRecord]) -> dict[str, Tensor]:
         self.stats = Counter()
-        folder = Path(site_dir) / self.dir
-        if not folder.is_dir():
-            return {}
         known = {r.patient_id for r in records}
         out: dict[str, Tensor] = {}
-        for path in sorted(folder.glob("*.txt")):
-            patient_id = path.name[: -len(".txt")]
-            if patient_id not in known:
-                self.stats["files_without_phenopacket"] += 1
-                continue
+        for patient_id, path in patient_files(Path(site_dir) / self.dir, (".txt",), known, "note", self.stats).items():
             try:
                 text = path.read_text(encoding="utf-8")
             except UnicodeDecodeError as err:
@@ -77,10 +69,6 @@ class NoteReader:
                 self.stats["empty_notes"] += 1
                 continue
             out[patient_id] = self.encode(text)
-        if self.stats["files_without_phenopacket"]:
-            log.warning(
-                "%s: ignored %d notes of patients without a phenopacket", folder, self.stats["files_without_phenopacket"]
-            )
         return out
 
     def collate(self, items: list[Tensor]) -> Tensor:

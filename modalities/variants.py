@@ -16,7 +16,6 @@ unknown/missing.
 from __future__ import annotations
 
 import gzip
-import logging
 import math
 import re
 import warnings
@@ -32,10 +31,10 @@ from torch import Tensor
 
 from modalities.base import DataError
 from modalities.hpo import load_hpo_index
+from modalities.patient_files import patient_files
 from modalities.phenopacket_io import PatientRecord, VcfRecordVariant
 from modalities.quality import ReadStats
 
-log = logging.getLogger(__name__)
 
 BASE_COLUMNS: tuple[str, ...] = ("valid", "gene", "consequence", "impact", "zygosity", "af_neglog10", "af_missing")
 
@@ -196,23 +195,8 @@ class VariantReader:
 
     def read_site(self, site_dir: Path, records: list[PatientRecord]) -> dict[str, Tensor]:
         self.stats = ReadStats()
-        folder = Path(site_dir) / self.dir
         by_id = {r.patient_id: r for r in records}
-        files: dict[str, Path] = {}
-        for path in sorted(folder.iterdir()) if folder.is_dir() else ():
-            patient_id = _strip_suffix(path.name, _VCF_SUFFIXES)
-            if patient_id is None:
-                continue
-            if patient_id not in by_id:
-                self.stats.add("files_without_phenopacket")
-                continue
-            if patient_id in files:
-                raise DataError(path, f"two VCFs for one patient (also {files[patient_id].name})", record=patient_id)
-            files[patient_id] = path
-        if self.stats["files_without_phenopacket"]:
-            log.warning(
-                "%s: ignored %d VCFs of patients without a phenopacket", folder, self.stats["files_without_phenopacket"]
-            )
+        files = patient_files(Path(site_dir) / self.dir, _VCF_SUFFIXES, by_id, "VCF", self.stats)
         out = {pid: self.read_file(path, by_id[pid]) for pid, path in files.items()}
         if self.from_phenopacket:
             for record in records:
@@ -407,10 +391,3 @@ def _zygosity(genotype: np.ndarray) -> float:
     if called.size == genotype.size and (called == called[0]).all():
         return HOM_ALT
     return HET
-
-
-def _strip_suffix(name: str, suffixes: tuple[str, ...]) -> str | None:
-    for suffix in suffixes:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return None
