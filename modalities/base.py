@@ -18,6 +18,7 @@ class Modality(StrEnum):
     NOTES = "notes"
     IMAGING = "imaging"
     LABS = "labs"
+    TABULAR = "tabular"
 
 
 ALL_MODALITIES: tuple[str, ...] = tuple(m.value for m in Modality)

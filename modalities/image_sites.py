@@ -53,7 +53,13 @@ from modalities.consortium import Consortium
 from modalities.dataset import SiteDataset
 from modalities.imaging import ImageReader
 from modalities.labels import LabelSpace
-from modalities.partition import Partition, label_skew, partition_by_key, partition_records, split_site
+from modalities.partition import (
+    Partition,
+    label_skew,
+    partition_by_key,
+    partition_records,
+    split_site,
+)
 from modalities.site_data import SiteData
 from modalities.splits import SPLITS
 

@@ -23,7 +23,6 @@ from modalities.base import DataError
 from modalities.patient_files import patient_files
 from modalities.phenopacket_io import PatientRecord
 
-
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _LUMA = (0.299, 0.587, 0.114)
 

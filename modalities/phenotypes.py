@@ -17,7 +17,13 @@ import torch
 from torch import Tensor
 
 from modalities.base import DataError
-from modalities.hpo import ALT_ID, OBSOLETE_NO_REPLACEMENT, OBSOLETE_REPLACED, HpoIndex, load_hpo_index
+from modalities.hpo import (
+    ALT_ID,
+    OBSOLETE_NO_REPLACEMENT,
+    OBSOLETE_REPLACED,
+    HpoIndex,
+    load_hpo_index,
+)
 from modalities.phenopacket_io import PatientRecord
 from modalities.quality import ReadStats
 

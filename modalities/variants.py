@@ -35,7 +35,6 @@ from modalities.patient_files import patient_files
 from modalities.phenopacket_io import PatientRecord, VcfRecordVariant
 from modalities.quality import ReadStats
 
-
 BASE_COLUMNS: tuple[str, ...] = ("valid", "gene", "consequence", "impact", "zygosity", "af_neglog10", "af_missing")
 
 # Sequence Ontology consequence terms, most severe first (Ensembl VEP's ranking).
