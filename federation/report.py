@@ -52,23 +52,56 @@ def combine_seeds(summaries: Sequence[dict], seeds: Sequence[int]) -> dict:
     combined["sd"] = {
         block: {a: _sd_metrics([s[block][a] for s in summaries]) for a in first[block]} for block in ("overall", "mean_over_sites")
     }
+    combined["sd"]["sites"] = {
+        site: {a: _sd_metrics([s["sites"][site][a] for s in summaries]) for a in first["overall"]} for site in first["sites"]
+    }
     return combined
 
 
-def markdown_table(summary: dict, metrics: Sequence[str] | None = None) -> str:
+def markdown_table(summary: dict, metrics: Sequence[str] | None = None, reference: Mapping | None = None) -> str:
+    """The summary as a markdown table; `reference` adds published numbers beside ours (see `reference_columns`)."""
     metrics = list(metrics or summary["metric_names"][:3])
     approaches = [a for a in APPROACHES if a in summary["overall"]]
-    header = ["site", "n_train", "n_test"] + [f"{m} {a}" for m in metrics for a in approaches]
+    ref_columns = reference_columns(reference)
+    label = f" ({reference['label']})" if reference and reference.get("label") else " (reference)"
+    header = ["site", "n_train", "n_test"] + [f"{m} {a}" for m in metrics for a in approaches] + [f"{m} {a}{label}" for m, a in ref_columns]
     rows = [header, ["---"] * len(header)]
     for site, entry in summary["sites"].items():
-        rows.append([site, str(entry["n_train"]), str(entry["n_test"])] + [_fmt(entry[a][m]) for m in metrics for a in approaches])
+        site_sd = summary.get("sd", {}).get("sites", {}).get(site, {})
+        cells = [_fmt(entry[a][m], site_sd.get(a, {}).get(m)) for m in metrics for a in approaches]
+        rows.append([site, str(entry["n_train"]), str(entry["n_test"])] + cells + [_ref(reference, ("sites", site, a)) for _, a in ref_columns])
     n_train = str(sum(e["n_train"] for e in summary["sites"].values()))
     n_test = str(sum(e["n_test"] for e in summary["sites"].values()))
     sd = summary.get("sd", {})
-    for block, label in (("mean_over_sites", "**mean over sites**"), ("overall", "**all test patients**")):
+    for block, name in (("mean_over_sites", "**mean over sites**"), ("overall", "**all test patients**")):
         cells = [_fmt(summary[block][a][m], sd.get(block, {}).get(a, {}).get(m)) for m in metrics for a in approaches]
-        rows.append([label, n_train, n_test] + cells)
-    return "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
+        rows.append([name, n_train, n_test] + cells + [_ref(reference, (block, a)) for _, a in ref_columns])
+    table = "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
+    if reference and reference.get("note"):
+        table += f"\n{reference.get('label') or 'reference'}: {reference['note']}\n"
+    return table
+
+
+def reference_columns(reference: Mapping | None) -> list[tuple[str, str]]:
+    """(metric, approach) pairs that a reference gives values for, in APPROACHES order.
+
+    A reference is `{label, metric, note, mean_over_sites: {approach: value}, overall: {...},
+    sites: {site: {approach: value}}}`, e.g. a benchmark's published numbers.
+    """
+    if not reference:
+        return []
+    blocks = [reference.get("mean_over_sites") or {}, reference.get("overall") or {}, *(reference.get("sites") or {}).values()]
+    given = {a for block in blocks for a, v in (block or {}).items() if v is not None}
+    return [(str(reference.get("metric", "accuracy")), a) for a in APPROACHES if a in given]
+
+
+def _ref(reference: Mapping, path: tuple[str, ...]) -> str:
+    node = reference
+    for key in path:
+        node = node.get(key) if isinstance(node, Mapping) else None
+        if node is None:
+            return ""
+    return _fmt(float(node))
 
 
 def _mean_metrics(blocks: list[dict]) -> dict:

@@ -64,5 +64,18 @@ class GatedFusion(nn.Module):
         return self.out((weights.unsqueeze(-1) * stacked).sum(1))
 
 
+class SingleModalityFusion(nn.Module):
+    """The embedding of the one configured modality, unchanged (no parameters): for single-modality models such as a logistic regression on a table."""
+
+    def __init__(self, modalities: Sequence[str], embed_dim: int | None = None):
+        super().__init__()
+        if len(modalities) != 1:
+            raise ValueError(f"SingleModalityFusion takes exactly one modality, got {list(modalities)}")
+        self.modalities = list(modalities)
+
+    def forward(self, embeddings: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        return embeddings[self.modalities[0]]
+
+
 def _stack(embeddings: dict[str, torch.Tensor], modalities: list[str]) -> torch.Tensor:
     return torch.stack([embeddings[m] for m in modalities], dim=1)
