@@ -6,6 +6,7 @@ written only at the end, each atomically.
 """
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from federation.baselines import train_local, train_pooled
 from federation.engine import InProcessEngine
 from federation.evaluation import predict
+from federation.extra_evaluation import ExtraEvaluation
 from federation.outputs import write_json, write_model, write_rows, write_text
-from federation.report import build_summary, combine_seeds, markdown_table
+from federation.report import APPROACHES, build_summary, combine_seeds, markdown_table
 from federation.site import Site
 from federation.state import get_state, set_state, trainable_keys
 from modalities.consortium import Consortium, load_consortium
@@ -80,9 +82,10 @@ def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     runs = [_run_seed(cfg, consortium, seed) for seed in seeds]
     summaries = [r.summary for r in runs]
     summary = summaries[0] if len(runs) == 1 else combine_seeds(summaries, seeds)
-    table = markdown_table(summary, cfg.get("report", {}).get("table_metrics"))
+    table = markdown_table(summary, cfg.get("report", {}).get("table_metrics"), reference=cfg.get("report", {}).get("reference"))
     last = runs[-1]
     _write_run(out_dir, cfg, summary, table, last.history, last.final_model, consortium.label_space.labels)
+    write_json(out_dir / "quality.json", getattr(consortium, "quality", {}))  # per-site data-quality aggregates (modalities/quality.py)
     print(table)
     return summary
 
@@ -96,40 +99,64 @@ class SeedRun:
 
 def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int) -> SeedRun:
     L.seed_everything(seed, verbose=False)
-    model = build_model(cfg.model, consortium.modalities, len(consortium.label_space))
-    module = MultimodalLitModule(model, optimizer=instantiate(cfg.model.optimizer), **cfg.model.get("training", {}))
+    model = build_model(cfg.model, consortium.modalities, consortium.label_space.labels)
+    # The sites' optimizer in the rounds may differ from the baselines' (FLamby: SGD for FedAvg, Adam otherwise).
+    round_optimizer = instantiate(cfg.federation.get("optimizer") or cfg.model.optimizer)
+    module = MultimodalLitModule(model, optimizer=round_optimizer, **cfg.model.get("training", {}))
     make_trainer = instantiate(cfg.trainer)
     collate = partial(collate_batch, modalities=model.modalities, readers=consortium.readers)
     sites = [Site(data, collate, cfg.data.batch_size, make_trainer) for data in consortium.sites]
     device = evaluation_device(cfg.trainer.accelerator)
     initial = get_state(module, trainable_keys(module))
     log.info("seed %d, consortium: %s", seed, {s.name: (s.n_train, s.data.modalities) for s in sites})
+    # Knowledge-only baseline and open-setting ranks, only where an experiment configures them.
+    extra = ExtraEvaluation(cfg.extra_evaluation, consortium.label_space.labels, sites) if cfg.get("extra_evaluation") else None
 
     federation = InProcessEngine(
         sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, local_limits(cfg.federation), seed, device
     ).run(progress=cfg.get("progress", True))
-    predictions = {"federated": {s.name: predict(model, s.loader("test"), device) for s in sites}}
+    predictions = {"federated": _predict_sites(model, sites, device, extra, "federated")}
     final_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
-    limits = baseline_limits(cfg)
-    if cfg.baselines.local:
-        predictions["local"] = {}
-        for i, site in enumerate(sites):
-            set_state(module, train_local(site, module, initial, limits, seed=seed + i))
-            predictions["local"][site.name] = predict(model, site.loader("test"), device)
-    if cfg.baselines.pooled:
-        set_state(module, train_pooled(sites, module, initial, limits, seed, make_trainer))
-        predictions["pooled"] = {s.name: predict(model, s.loader("test"), device) for s in sites}
+    module.optimizer_factory = instantiate(cfg.model.optimizer)
+    predictions |= _baseline_predictions(cfg, module, sites, initial, seed, make_trainer, device, extra)
+    if extra:
+        predictions["knowledge"] = extra.knowledge_predictions()
 
-    ordered = {a: predictions[a] for a in ("local", "federated", "pooled") if a in predictions}
+    ordered = {a: predictions[a] for a in APPROACHES if a in predictions}
     metrics = cfg.get("report", {}).get("metrics")
     summary = build_summary(cfg.task, ordered, {s.name: s.n_train for s in sites}, dict(metrics) if metrics else None)
+    if extra:
+        trained_labels = {s.name: set(s.data.splits["train"].labels) for s in sites}
+        summary = extra.add_to(summary) | {"extra_evaluation": extra.facts(trained_labels)}
     return SeedRun(summary, federation.history, final_model)
+
+
+def _predict_sites(model, sites: list[Site], device: str, extra: ExtraEvaluation | None, approach: str) -> dict:
+    """Test-set predictions of the current model at each site (and its open-setting ranks, if configured)."""
+    if extra:
+        extra.trained(approach, model, sites, device)
+    return {s.name: predict(model, s.loader("test"), device) for s in sites}
+
+
+def _baseline_predictions(cfg, module, sites, initial, seed, make_trainer, device, extra) -> dict:
+    """Local-only (each site alone) and pooled (everyone's training data) models, from the same initial weights."""
+    limits = baseline_limits(cfg)
+    out = {}
+    if cfg.baselines.local:
+        out["local"] = {}
+        for i, site in enumerate(sites):
+            set_state(module, train_local(site, module, initial, limits, seed=seed + i))
+            out["local"] |= _predict_sites(module.model, [site], device, extra, "local")
+    if cfg.baselines.pooled:
+        set_state(module, train_pooled(sites, module, initial, limits, seed, make_trainer))
+        out["pooled"] = _predict_sites(module.model, sites, device, extra, "pooled")
+    return out
 
 
 def _write_run(out_dir: Path, cfg: DictConfig, summary: dict, table: str, history: list[dict], state: dict, labels: list[str]) -> None:
     write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     write_rows(out_dir / "metrics.csv", history)
-    write_model(out_dir / "model.safetensors", state, {"labels": ",".join(labels), "task": str(cfg.task)})
+    write_model(out_dir / "model.safetensors", state, {"labels": json.dumps(list(labels)), "task": str(cfg.task)})
     write_text(out_dir / "summary.md", table)
     write_json(out_dir / "summary.json", summary)

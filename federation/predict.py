@@ -42,10 +42,10 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, MultimodalClassifier, lis
         metadata = handle.metadata() or {}
     if not metadata.get("labels"):
         raise DataError(weights, "no label list in the model's metadata", field="labels")
-    labels = metadata["labels"].split(",")
+    labels = json.loads(metadata["labels"])
     state = load_file(str(weights))
     modalities = sorted({k.split(".")[1] for k in state if k.startswith("encoders.")})
-    model = build_model(cfg.model, modalities, len(labels))
+    model = build_model(cfg.model, modalities, labels)
     model.load_state_dict(state)
     model.eval()
     readers = {m: instantiate(cfg.data.readers[m]) for m in modalities}

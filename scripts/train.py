@@ -16,7 +16,7 @@ from federation.experiment import run_experiment
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     summary = run_experiment(cfg, Path(HydraConfig.get().runtime.output_dir))
-    return summary["overall"]["federated"]["accuracy"]
+    return summary["overall"]["federated"][summary["metric_names"][0]]  # the sweeper's objective
 
 
 if __name__ == "__main__":
