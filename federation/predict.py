@@ -42,7 +42,8 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, MultimodalClassifier, lis
         metadata = handle.metadata() or {}
     if not metadata.get("labels"):
         raise DataError(weights, "no label list in the model's metadata", field="labels")
-    labels = json.loads(metadata["labels"])
+    text = metadata["labels"]
+    labels = json.loads(text) if text.startswith("[") else text.split(",")  # runs before labels were JSON
     state = load_file(str(weights))
     modalities = sorted({k.split(".")[1] for k in state if k.startswith("encoders.")})
     model = build_model(cfg.model, modalities, labels)

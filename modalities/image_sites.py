@@ -60,6 +60,13 @@ from modalities.partition import (
     partition_records,
     split_site,
 )
+from modalities.quality import (
+    ReadStats,
+    collection_quality,
+    content_hash,
+    image_quality,
+    min_count_from,
+)
 from modalities.site_data import SiteData
 from modalities.splits import SPLITS
 
@@ -103,12 +110,16 @@ def load_npz_sites(cfg: DictConfig, seed: int) -> Consortium:
         image = prepare(_to_grey(torch.from_numpy(np.asarray(archives[path][split][0][i], dtype=np.float32)), reader.spatial_dims))
         return _item(record["id"], label_space.index(record["label"]), image)
 
-    sites = []
+    sites, quality, min_count = [], {}, min_count_from(cfg)
     for s, name in enumerate(partition.names):
         members = [records[i] for i in partition.members(s)]
         splits = {split: SiteDataset([item(r) for r in members if r["split"] == split], [IMAGING]) for split in NPZ_SPLITS}
         sites.append(SiteData(name=name, modalities=(IMAGING,), splits=splits))
-    return Consortium(sites, label_space, [IMAGING], {IMAGING: reader})
+        hashes = [content_hash(archives[r["array"][0]][r["split"]][0][r["array"][2]]) for r in members]  # the archive's pixels
+        quality[name] = collection_quality(splits, IMAGING, label_space.labels, min_count, fields={"spatial_size": list(reader.spatial_size)},
+                                           repairs=_npz_repairs(archives, members, reader.spatial_size),
+                                           duplicates=image_quality(hashes, [r["split"] for r in members]))
+    return Consortium(sites, label_space, [IMAGING], {IMAGING: reader}, quality)
 
 
 def read_npz(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -168,9 +179,10 @@ def load_image_folder_sites(cfg: DictConfig, seed: int) -> Consortium:
     partition = _partition(cfg, seed, records, keys=keys, strata=strata)
     fractions = OmegaConf.to_container(cfg.split_fractions) if cfg.get("split_fractions") else None
 
-    sites = []
+    sites, quality, min_count = [], {}, min_count_from(cfg)
     for s, name in enumerate(partition.names):
         members = [records[i] for i in partition.members(s)]
+        converted = _rgb_to_grey_count(reader)
         if columns["split"]:
             assigned = {split: [r["id"] for r in members if r["split"] == split] for split in SPLITS}
         else:
@@ -179,7 +191,13 @@ def load_image_folder_sites(cfg: DictConfig, seed: int) -> Consortium:
         load = lambda ids: SiteDataset([_load_item(reader, by_id[i], label_space) for i in ids], [IMAGING])
         splits = {split: load(ids) for split, ids in assigned.items()}
         sites.append(SiteData(name=name, modalities=(IMAGING,), splits=splits))
-    return Consortium(sites, label_space, [IMAGING], {IMAGING: reader})
+        repairs = ReadStats()
+        repairs.add("rgb_to_grey", n=_rgb_to_grey_count(reader) - converted)
+        in_split = [(split, by_id[i]["path"]) for split, ids in assigned.items() for i in ids]
+        hashes = [content_hash(path.read_bytes()) for _, path in in_split]  # whole files: identical bytes, not only pixels
+        quality[name] = collection_quality(splits, IMAGING, label_space.labels, min_count, fields={"spatial_size": list(reader.spatial_size)},
+                                           repairs=repairs, duplicates=image_quality(hashes, [split for split, _ in in_split], "identical_files"))
+    return Consortium(sites, label_space, [IMAGING], {IMAGING: reader}, quality)
 
 
 def _folder_records(folder: Path, csv_path: Path, table: pd.DataFrame, columns: dict, label_space: LabelSpace) -> list[dict]:
@@ -228,6 +246,24 @@ def _load_item(reader: ImageReader, record: dict, label_space: LabelSpace) -> di
 
 
 # ---------------------------------------------------------------- shared
+
+
+def _npz_repairs(archives: dict, members: list[dict], spatial_size: Sequence[int]) -> ReadStats:
+    """RGB(A) archive images made grey, and images resized (detail: source size -> size fed to the encoder)."""
+    stats = ReadStats()
+    target = "x".join(str(int(s)) for s in spatial_size)
+    for (path, split), n in Counter((r["array"][0], r["split"]) for r in members).items():
+        _, shape, channels = _layout(archives[path][split][0].shape)
+        if channels in (3, 4):
+            stats.add("rgb_to_grey", n=n)
+        if tuple(shape) != tuple(int(s) for s in spatial_size):
+            stats.add("resized", f"{'x'.join(map(str, shape))} -> {target}", n)
+    return stats
+
+
+def _rgb_to_grey_count(reader: ImageReader) -> int:
+    """ImageReader's running count of RGB(A) files made grey (its shape check keeps it)."""
+    return int(getattr(getattr(reader, "_check", None), "rgb_to_grey", 0))
 
 
 def _partition(cfg: DictConfig, seed: int, records: list[dict], keys: Sequence | None, strata: Sequence | None) -> Partition:

@@ -9,6 +9,12 @@ converted, RGB images made grey, duplicate lab rows averaged, unknown terms
 dropped), and duplicated content (identical phenopackets under two ids, identical
 notes). It holds no patient ids and no raw values: counts, shares and the names of
 fields, units and ontology ids only.
+
+`site_quality` reports a site folder; the loaders that cut one collection into
+sites (tables, image archives and folders) build the same shape of report with
+`collection_quality`, from the pieces below (`table_read_quality`,
+`image_quality`, `repeats`, `content_hash`). `min_count_from(cfg)` reads
+`data.quality.min_count` (default 5).
 """
 from __future__ import annotations
 
@@ -147,3 +153,92 @@ def _duplicates(site_dir: Path, phenopacket_dir: str, notes_reader: Any) -> dict
 
 def _repeats(hashes: list[str]) -> int:
     return sum(c - 1 for c in Counter(hashes).values() if c > 1)
+
+
+# ---------------------------------------------------------------- collections cut into sites
+
+
+def min_count_from(cfg: Any) -> int:
+    """k for the label histograms: `data.quality.min_count`, default 5."""
+    quality = cfg.get("quality") if cfg is not None else None
+    return int((quality or {}).get("min_count", DEFAULT_MIN_COUNT))
+
+
+def label_histogram(splits: Mapping[str, Any], labels: Sequence[str], min_count: int) -> dict[str, int | str]:
+    """Patients per label over all splits, small counts suppressed."""
+    counts = Counter(labels[item["label"]] for split in splits.values() for item in split.items)
+    return suppress_small(dict(sorted(counts.items())), min_count)
+
+
+def collection_quality(
+    splits: Mapping[str, Any],
+    modality: str,
+    labels: Sequence[str],
+    min_count: int = DEFAULT_MIN_COUNT,
+    fields: Mapping[str, Any] | None = None,
+    repairs: ReadStats | None = None,
+    duplicates: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """`site_quality`'s report for a one-modality site cut from a collection (every patient has the modality)."""
+    n = sum(len(split) for split in splits.values())
+    return {
+        "n_patients": n,
+        "splits": {name: len(split) for name, split in splits.items()},
+        "min_count": int(min_count),
+        "labels": label_histogram(splits, labels, min_count),
+        "missing": {modality: _share(0, n)},
+        "fields": {modality: dict(fields)} if fields else {},
+        "repairs": {modality: repairs.as_dict()} if repairs is not None else {},
+        "duplicates": dict(duplicates or {}),
+    }
+
+
+def content_hash(*parts: Any) -> str:
+    """sha256 over bytes, strings or arrays (an array's shape and dtype count too); only compared, never reported."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if hasattr(part, "tobytes"):
+            digest.update(f"{getattr(part, 'shape', '')}{getattr(part, 'dtype', '')}".encode())
+            part = part.tobytes()
+        digest.update(part if isinstance(part, bytes) else str(part).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def repeats(hashes: Sequence[str]) -> int:
+    """How many items repeat an earlier one (3 copies of one thing: 2)."""
+    return _repeats(list(hashes))
+
+
+def repeats_across(hashes: Sequence[str], groups: Sequence[str]) -> int:
+    """Distinct contents found in more than one group (e.g. an image in both train and test)."""
+    seen: dict[str, set] = defaultdict(set)
+    for h, g in zip(hashes, groups):
+        seen[h].add(g)
+    return sum(len(g) > 1 for g in seen.values())
+
+
+def table_read_quality(missing: Any, keep: Any, values: Any) -> tuple[dict[str, Any], dict[str, int]]:
+    """One table site's read: (fields, duplicates) from its `missing` mask, kept-row mask and used columns.
+
+    `missing` and `values` are frames over the rows read (label and input columns), `keep`
+    the rows kept. Shares are of the rows read; dropped rows are counted per column
+    (a row missing two values counts under both).
+    """
+    missing, keep = missing.astype(bool), keep.astype(bool)  # an empty frame's masks come back as objects
+    n = len(missing)
+    dropped = missing[~keep]
+    fields = {
+        "rows_read": int(n),
+        "rows_kept": int(keep.sum()),
+        "rows_dropped_missing": int((~keep).sum()),
+        "rows_dropped_by_column": {c: int(dropped[c].sum()) for c in dropped.columns if dropped[c].any()},
+        "missing_share": {c: _share(int(missing[c].sum()), n) for c in missing.columns},
+    }
+    rows = [content_hash(*row) for row in values.itertuples(index=False, name=None)]
+    return fields, {"duplicate_rows": repeats(rows)}
+
+
+def image_quality(hashes: Sequence[str], splits: Sequence[str], kind: str = "identical_pixels") -> dict[str, int]:
+    """Duplicated images at a site: copies in all (`kind`) and contents shared across splits."""
+    return {kind: repeats(hashes), f"{kind}_across_splits": repeats_across(hashes, splits)}

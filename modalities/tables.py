@@ -30,6 +30,13 @@ from modalities.base import DataError, Modality
 from modalities.consortium import Consortium
 from modalities.dataset import SiteDataset
 from modalities.labels import LabelSpace
+from modalities.quality import (
+    ReadStats,
+    collection_quality,
+    min_count_from,
+    repeats,
+    table_read_quality,
+)
 from modalities.site_data import SiteData
 from modalities.splits import SPLITS, draw_split
 
@@ -57,8 +64,14 @@ def feature_names(table: Mapping[str, Any]) -> list[str]:
     return names
 
 
-def read_table_site(path: str | Path, table: Mapping[str, Any], site: str | None = None) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    """Read one file (or one site's rows of it) -> (features [N, F] frame, raw labels [N], patient ids [N])."""
+def read_table_site(
+    path: str | Path, table: Mapping[str, Any], site: str | None = None, quality: dict | None = None
+) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """Read one file (or one site's rows of it) -> (features [N, F] frame, raw labels [N], patient ids [N]).
+
+    A `quality` dict, when given, receives the read's aggregates (modalities/quality.py):
+    `fields` (rows read, dropped, missing share per column), `duplicates` and `repairs`.
+    """
     path = Path(path)
     frame = _read_frame(path, table)
     first_line = 2 if table.get("header", True) else 1
@@ -85,13 +98,19 @@ def read_table_site(path: str | Path, table: Mapping[str, Any], site: str | None
         if unlabelled.any():
             raise DataError(path, "missing label", record=frame["__row__"][unlabelled].iloc[0], field=label_column)
         keep = pd.Series(True, index=frame.index)
+    stats = ReadStats()
+    if quality is not None:
+        fields, duplicates = table_read_quality(missing, keep, frame[used].apply(lambda col: col.str.strip()))
+        if id_column:
+            duplicates["repeated_ids"] = repeats(frame[id_column].str.strip().tolist())
+        quality.update(fields=fields, duplicates=duplicates, repairs=stats)
     frame, missing = frame[keep], missing[keep]
     if frame.empty:
         raise DataError(path, f"site {site or path.stem!r} has no rows" + (" left after dropping rows with missing values" if policy == "drop_rows" else ""),
                         field=site_column)
 
-    features = _encode(path, frame, missing, table)
-    labels = _labels(path, frame, table["label"])
+    features = _encode(path, frame, missing, table, stats)
+    labels = _labels(path, frame, table["label"], stats)
     ids = (frame[id_column].str.strip() if id_column else frame["__row__"]).tolist()
     return features, labels, ids
 
@@ -103,11 +122,13 @@ def load_table_sites(cfg: DictConfig, seed: int) -> Consortium:
     declared = cfg.get("n_features")
     if declared is not None and int(declared) != len(names):
         raise ValueError(f"data.n_features is {declared} but the table config encodes {len(names)} features: {names}")
-    read = [(entry["name"], Path(entry["path"]), *read_table_site(entry["path"], table, entry.get("site"))) for entry in _site_entries(cfg, table)]
+    entries = _site_entries(cfg, table)
+    reads = {entry["name"]: {} for entry in entries}  # per site: the read's quality aggregates
+    read = [(entry["name"], Path(entry["path"]), *read_table_site(entry["path"], table, entry.get("site"), reads[entry["name"]])) for entry in entries]
     found = sorted({str(label) for *_, labels, _ in read for label in labels})
     label_space = LabelSpace(cfg.get("labels") or found)
     split_cfg = OmegaConf.to_container(cfg.split, resolve=True) if cfg.get("split") else {}
-    sites = []
+    sites, quality, min_count = [], {}, min_count_from(cfg)
     for name, path, features, labels, ids in read:
         targets = [_label_index(path, label_space, label, pid) for label, pid in zip(labels, ids)]
         parts = split_rows(targets, ids, split_cfg, seed)
@@ -118,7 +139,8 @@ def load_table_sites(cfg: DictConfig, seed: int) -> Consortium:
         ]
         splits = {split: SiteDataset([items[i] for i in parts[split]], [Modality.TABULAR.value]) for split in SPLITS}
         sites.append(SiteData(name=name, modalities=(Modality.TABULAR.value,), splits=splits))
-    return Consortium(sites, label_space, [Modality.TABULAR.value], {Modality.TABULAR.value: TableReader()})
+        quality[name] = collection_quality(splits, Modality.TABULAR.value, label_space.labels, min_count, **reads[name])
+    return Consortium(sites, label_space, [Modality.TABULAR.value], {Modality.TABULAR.value: TableReader()}, quality)
 
 
 def split_rows(targets: Sequence[int], ids: Sequence[str], split: Mapping[str, Any], seed: int) -> dict[str, list[int]]:
@@ -201,7 +223,8 @@ def _require_columns(path: Path, frame: pd.DataFrame, columns: Sequence[str]) ->
             raise DataError(path, f"no column {column!r} (columns: {', '.join(c for c in frame.columns if c != '__row__')})", field=column)
 
 
-def _encode(path: Path, frame: pd.DataFrame, missing: pd.DataFrame, table: Mapping[str, Any]) -> pd.DataFrame:
+def _encode(path: Path, frame: pd.DataFrame, missing: pd.DataFrame, table: Mapping[str, Any], stats: ReadStats | None = None) -> pd.DataFrame:
+    stats = ReadStats() if stats is None else stats
     encoded: dict[str, list[float]] = {}
     for column in table.get("numeric") or []:
         encoded[column] = [0.0 if gap else _number(path, raw, row, column) for raw, gap, row in zip(frame[column], missing[column], frame["__row__"])]
@@ -209,11 +232,16 @@ def _encode(path: Path, frame: pd.DataFrame, missing: pd.DataFrame, table: Mappi
     for column, levels in (table.get("categorical") or {}).items():
         levels = list(levels)
         index = [None if gap else _level(path, raw, levels, row, column) for raw, gap, row in zip(frame[column], missing[column], frame["__row__"])]
+        renamed = sum(i is not None and raw.strip() != str(levels[i]) for raw, i in zip(frame[column], index))  # e.g. '2.0' read as level 2
+        if renamed:
+            stats.add("category_level_renamed", column, renamed)
         for j, level in enumerate(levels[1:] if drop_first else levels, start=1 if drop_first else 0):
             encoded[f"{column}={level}"] = [float(i == j) for i in index]
     if table.get("missing", "drop_rows") == "indicators":
         for column in _input_columns(table):
             encoded[f"{column}:missing"] = missing[column].astype(float).tolist()
+            if missing[column].any():
+                stats.add("missing_indicator_set", column, int(missing[column].sum()))
     return pd.DataFrame(encoded, index=frame.index)[feature_names(table)]
 
 
@@ -243,18 +271,22 @@ def _same_number(text: str, level: Any) -> bool:
         return False
 
 
-def _labels(path: Path, frame: pd.DataFrame, label: Mapping[str, Any]) -> np.ndarray:
+def _labels(path: Path, frame: pd.DataFrame, label: Mapping[str, Any], stats: ReadStats | None = None) -> np.ndarray:
     """Raw label strings; `above: t` binarises a numeric label to '1' (value > t) or '0'; `mapping` renames values."""
     column = label["column"]
     values = frame[column].str.strip()
     if label.get("above") is not None:
         numbers = [_number(path, raw, row, column) for raw, row in zip(values, frame["__row__"])]
+        if stats is not None:
+            stats.add("label_binarised", n=len(numbers))  # no per-label detail: that would bypass the histogram's suppression
         return np.array(["1" if n > float(label["above"]) else "0" for n in numbers])
     mapping = {str(k): str(v) for k, v in (label.get("mapping") or {}).items()}
     if mapping:
         unknown = ~values.isin(list(mapping))
         if unknown.any():
             raise DataError(path, f"label {values[unknown].iloc[0]!r} is not in label.mapping", record=frame["__row__"][unknown].iloc[0], field=column)
+        if stats is not None:
+            stats.add("label_mapped", n=int((values != values.map(mapping)).sum()))
         values = values.map(mapping)
     return values.to_numpy(dtype=str)
 

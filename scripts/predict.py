@@ -8,6 +8,8 @@ site-folder layout (docs/site-folder.md) unless given explicitly.
 from __future__ import annotations
 
 import argparse
+import logging
+import warnings
 
 from federation.predict import format_prediction, predict_patient, write_prediction
 
@@ -22,6 +24,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--output", help="also write the result as JSON here")
     args = parser.parse_args(argv)
+    # Reading one patient out of a site folder: the other patients' files are expected, not news.
+    logging.getLogger("modalities").setLevel(logging.ERROR)
+    logging.getLogger("monai").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*NvImgCodecPydicomReader.*")
     files = {m: getattr(args, m) for m in ("variants", "notes", "imaging", "labs") if getattr(args, m)}
     result = predict_patient(args.run_dir, args.phenopacket, args.site_dir, files, args.top_k)
     print(format_prediction(result))
