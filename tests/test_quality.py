@@ -108,7 +108,7 @@ def test_a_tiny_heart_flamby_run_writes_quality_json_for_every_site(tmp_path):
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[
             "experiment=heart_flamby", f"data.root={tmp_path}", "seeds=[0]", "federation.rounds=1", "federation.local_steps=1",
-            "baselines.epochs=1", "progress=false", "+data.quality.min_count=4"])
+            "baselines.epochs=1", "progress=false", "data.quality.min_count=4"])
 
     run_experiment(cfg, tmp_path / "run")
 
