@@ -38,3 +38,10 @@ class DataError(ValueError):
         if field is not None:
             where.append(f"field {field}")
         super().__init__(f"{': '.join(where)}: {message}")
+
+
+def check_option(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """A config option that takes one of a few words: a typo fails at start-up, naming the choices."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value

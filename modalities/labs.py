@@ -28,7 +28,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from modalities.base import DataError
+from modalities.base import DataError, check_option
 from modalities.phenopacket_io import PatientRecord
 from modalities.quality import ReadStats
 
@@ -97,10 +97,8 @@ class LabReader:
         source: str = "csv",
         assays: Mapping[str, str] | None = None,
     ):
-        if unknown_analytes not in UNKNOWN_ANALYTE_POLICIES:
-            raise ValueError(f"unknown_analytes must be one of {UNKNOWN_ANALYTE_POLICIES}, got {unknown_analytes!r}")
-        if source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        check_option("unknown_analytes", unknown_analytes, UNKNOWN_ANALYTE_POLICIES)
+        check_option("source", source, SOURCES)
         self.file = file
         self.source = source
         self.analytes = parse_analytes(analytes if analytes is not None else load_default_analytes())

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from modalities.base import DataError
+from modalities.base import DataError, check_option
 from modalities.hpo import (
     ALT_ID,
     OBSOLETE_NO_REPLACEMENT,
@@ -50,10 +50,8 @@ class PhenotypeReader:
     """
 
     def __init__(self, unknown_terms: str = "error", obsolete_terms: str = "error", hpo_cache_dir: str | None = None):
-        if unknown_terms not in UNKNOWN_TERM_POLICIES:
-            raise ValueError(f"unknown_terms must be one of {UNKNOWN_TERM_POLICIES}, got {unknown_terms!r}")
-        if obsolete_terms not in OBSOLETE_TERM_POLICIES:
-            raise ValueError(f"obsolete_terms must be one of {OBSOLETE_TERM_POLICIES}, got {obsolete_terms!r}")
+        check_option("unknown_terms", unknown_terms, UNKNOWN_TERM_POLICIES)
+        check_option("obsolete_terms", obsolete_terms, OBSOLETE_TERM_POLICIES)
         self.unknown_terms = unknown_terms
         self.obsolete_terms = obsolete_terms
         self.hpo_cache_dir = hpo_cache_dir
