@@ -67,6 +67,12 @@ from modalities.consortium import Consortium
 from modalities.dataset import SiteDataset
 from modalities.labels import LabelSpace
 from modalities.phenopacket_io import PatientRecord, read_cohort
+from modalities.quality import (
+    ReadStats,
+    min_count_from,
+    phenopacket_duplicates,
+    site_quality,
+)
 from modalities.site_data import SiteData
 from modalities.variants import (
     AF_FLOOR,
@@ -201,7 +207,21 @@ def load_phenopacket_store(cfg: DictConfig, seed: int) -> Consortium:
         SiteData(name=names[i], modalities=modalities, splits={s: SiteDataset(buckets[i][s], modalities) for s in SPLITS})
         for i in range(num_sites)
     ]
-    return Consortium(sites, label_space, list(modalities), readers)
+    quality = store_quality(sites, {r.patient_id: r.source for r in kept}, readers, label_space.labels, min_count_from(cfg))
+    return Consortium(sites, label_space, list(modalities), readers, quality)
+
+
+def store_quality(sites: list[SiteData], sources: dict, readers: dict, labels: list[str], min_count: int) -> dict:
+    """Per-site quality reports; the readers ran over the whole store at once, so their repairs are reported once."""
+    quality = {}
+    for site in sites:
+        report = site_quality(Path(), site.splits, site.modalities, readers, labels, min_count)
+        report.pop("repairs")
+        paths = [sources[item["patient_id"]] for split in site.splits.values() for item in split.items]
+        report["duplicates"] = {"phenopackets_same_content": phenopacket_duplicates(paths)}
+        quality[site.name] = report
+    quality["all_sites"] = {"repairs": {m: r.stats.as_dict() for m, r in readers.items() if isinstance(getattr(r, "stats", None), ReadStats)}}
+    return quality
 
 
 # --- variants among background candidates -------------------------------------------------------

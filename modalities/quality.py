@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +132,20 @@ def _field_missingness(modality: str, reader: Any, tensors: list) -> dict[str, A
 
 def _duplicates(site_dir: Path, phenopacket_dir: str, notes_reader: Any) -> dict[str, int]:
     """Files whose content repeats another's (phenopackets compared without their ids)."""
+    out = {"phenopackets_same_content": phenopacket_duplicates(sorted((site_dir / phenopacket_dir).rglob("*.json")))}
+    if notes_reader is not None and (site_dir / notes_reader.dir).is_dir():
+        notes = (b" ".join(p.read_bytes().split()) for p in sorted((site_dir / notes_reader.dir).glob("*.txt")))
+        texts = [hashlib.sha256(text).hexdigest() for text in notes if text]
+        out["identical_notes"] = _repeats(texts)
+    return out
+
+
+def phenopacket_duplicates(paths: Iterable[Path]) -> int:
+    """Phenopackets whose content repeats another's, compared without their ids and metadata."""
     packets = []
-    for path in sorted((site_dir / phenopacket_dir).rglob("*.json")):
+    for path in paths:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(data, dict):
@@ -143,12 +153,7 @@ def _duplicates(site_dir: Path, phenopacket_dir: str, notes_reader: Any) -> dict
             if isinstance(data.get("subject"), dict):
                 data["subject"] = {k: v for k, v in data["subject"].items() if k != "id"}
             packets.append(hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest())
-    out = {"phenopackets_same_content": _repeats(packets)}
-    if notes_reader is not None and (site_dir / notes_reader.dir).is_dir():
-        notes = (b" ".join(p.read_bytes().split()) for p in sorted((site_dir / notes_reader.dir).glob("*.txt")))
-        texts = [hashlib.sha256(text).hexdigest() for text in notes if text]
-        out["identical_notes"] = _repeats(texts)
-    return out
+    return _repeats(packets)
 
 
 def _repeats(hashes: list[str]) -> int:

@@ -1,4 +1,5 @@
 """The phenopacket store as a consortium: publication-level sites and splits."""
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -274,3 +275,17 @@ def test_variants_are_off_by_default_and_every_site_gets_them_when_on(store):
     first = {i["patient_id"]: i["inputs"]["variants"] for s in with_variants.sites for i in s.splits["train"].items}
     second = {i["patient_id"]: i["inputs"]["variants"] for s in again.sites for i in s.splits["train"].items}
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_every_site_gets_a_quality_report_without_patient_ids(store):
+    consortium = load_phenopacket_store(store_cfg(store, num_sites=2), seed=0)
+
+    reports = consortium.quality
+    assert {s.name for s in consortium.sites} <= set(reports)
+    for site in consortium.sites:
+        report = reports[site.name]
+        assert report["n_patients"] == sum(len(split) for split in site.splits.values())
+        assert "phenopackets_same_content" in report["duplicates"]
+        text = json.dumps(report)
+        assert not any(pid in text for split in site.splits.values() for pid in split.patient_ids)
+    assert "repairs" in reports["all_sites"]
