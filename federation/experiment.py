@@ -85,8 +85,7 @@ def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     summary = summaries[0] if len(runs) == 1 else combine_seeds(summaries, seeds)
     table = markdown_table(summary, cfg.get("report", {}).get("table_metrics"), reference=cfg.get("report", {}).get("reference"))
     last = runs[-1]
-    _write_run(out_dir, cfg, summary, table, last.history, last.final_model, consortium.label_space.labels)
-    write_json(out_dir / "quality.json", getattr(consortium, "quality", {}))  # per-site data-quality aggregates (modalities/quality.py)
+    _write_run(out_dir, cfg, summary, table, last, consortium)
     print(table)
     return summary
 
@@ -155,9 +154,11 @@ def _baseline_predictions(cfg, module, sites, initial, seed, make_trainer, devic
     return out
 
 
-def _write_run(out_dir: Path, cfg: DictConfig, summary: dict, table: str, history: list[dict], state: dict, labels: list[str]) -> None:
+def _write_run(out_dir: Path, cfg: DictConfig, summary: dict, table: str, run: SeedRun, consortium: Consortium) -> None:
+    labels = json.dumps(list(consortium.label_space.labels))
     write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    write_rows(out_dir / "metrics.csv", history)
-    write_model(out_dir / "model.safetensors", state, {"labels": json.dumps(list(labels)), "task": str(cfg.task)})
+    write_rows(out_dir / "metrics.csv", run.history)
+    write_model(out_dir / "model.safetensors", run.final_model, {"labels": labels, "task": str(cfg.task)})
+    write_json(out_dir / "quality.json", consortium.quality)  # per-site data-quality aggregates, no patient data
     write_text(out_dir / "summary.md", table)
     write_json(out_dir / "summary.json", summary)

@@ -15,7 +15,7 @@ from modalities.base import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-OUTPUTS = ("model.safetensors", "metrics.csv", "summary.json", "summary.md", "config.yaml")
+OUTPUTS = ("model.safetensors", "metrics.csv", "summary.json", "summary.md", "config.yaml", "quality.json")
 
 
 def compose_train(overrides: list[str]):
