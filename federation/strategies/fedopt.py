@@ -1,0 +1,61 @@
+"""FedOpt: adaptive server optimisers on the sites' mean update.
+
+Reddi et al. 2021, "Adaptive Federated Optimization" (ICLR), Algorithm 2. The
+modality-aware weighted mean of the sites' deltas is a pseudo-gradient; the
+server keeps per-key moments m and v and steps
+x <- x + eta * m / (sqrt(v) + tau). Subclasses differ only in how v moves.
+Keys no site sent this round are left as they are, moments included: a
+modality absent from a round neither moves nor decays.
+"""
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+
+import torch
+
+from federation.aggregate import weighted_mean_per_key
+from federation.state import StateDict
+from federation.strategies.base import Strategy, check_update
+from federation.update import ModelUpdate
+
+log = logging.getLogger(__name__)
+NO_UPDATES = "no site sent an update this round; the global model and server moments are unchanged"
+
+
+class FedOpt(Strategy):
+    def __init__(self, eta: float = 1e-2, tau: float = 1e-3, beta1: float = 0.9, beta2: float = 0.99):
+        self.eta, self.tau, self.beta1, self.beta2 = eta, tau, beta1, beta2
+        self.m: StateDict = {}
+        self.v: StateDict = {}
+
+    @abstractmethod
+    def next_v(self, v: torch.Tensor, delta_sq: torch.Tensor) -> torch.Tensor:
+        """The second moment after seeing this round's squared pseudo-gradient."""
+
+    def aggregate(self, global_state: StateDict, updates: list[ModelUpdate]) -> StateDict:
+        if not updates:
+            log.warning(NO_UPDATES)
+            return dict(global_state)
+        for update in updates:
+            check_update(update, global_state)
+        pseudo_gradient = weighted_mean_per_key((u.deltas, u.sample_counts) for u in updates)
+        next_state = dict(global_state)
+        for key, delta in pseudo_gradient.items():
+            x = global_state[key]
+            delta = delta.to(x.dtype)
+            # v starts at tau^2, as the paper requires (v_{-1} >= tau^2)
+            m = self.m.get(key, torch.zeros_like(x))
+            v = self.v.get(key, torch.full_like(x, self.tau**2))
+            self.m[key] = self.beta1 * m + (1 - self.beta1) * delta
+            self.v[key] = self.next_v(v, delta * delta)
+            next_state[key] = x + self.eta * self.m[key] / (self.v[key].sqrt() + self.tau)
+        return next_state
+
+    def state_dict(self) -> dict[str, StateDict]:
+        """The server moments, for checkpointing between rounds."""
+        return {"m": {k: t.clone() for k, t in self.m.items()}, "v": {k: t.clone() for k, t in self.v.items()}}
+
+    def load_state_dict(self, state: dict[str, StateDict]) -> None:
+        self.m = {k: t.clone() for k, t in state["m"].items()}
+        self.v = {k: t.clone() for k, t in state["v"].items()}
