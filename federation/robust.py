@@ -1,0 +1,80 @@
+"""The arithmetic of robust aggregation, as small pure functions the robust strategies call.
+
+Median and trimmed mean work on the tensors that the sites sent for one key; Krum
+scores whole updates; norm bounding clips one update. None of them looks at sample
+counts: a weight is something an attacker could inflate.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from federation.update import ModelUpdate
+
+
+def deltas_per_key(updates: Sequence[ModelUpdate]) -> dict[str, list[torch.Tensor]]:
+    """Per key, the deltas of only the sites that sent it (what makes the robust rules modality-aware)."""
+    per_key: dict[str, list[torch.Tensor]] = {}
+    for update in updates:
+        for key, delta in update.deltas.items():
+            per_key.setdefault(key, []).append(delta)
+    return per_key
+
+
+def coordinate_median(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Coordinate-wise median; with an even count, the mean of the two middle values."""
+    ordered = torch.stack([t.double() for t in tensors]).sort(dim=0).values
+    n = len(tensors)
+    middle = ordered[(n - 1) // 2 : n // 2 + 1]
+    return middle.mean(dim=0)
+
+
+def trimmed_mean(tensors: Sequence[torch.Tensor], trim_fraction: float) -> torch.Tensor:
+    """Coordinate-wise mean after dropping the floor(trim_fraction * n) largest and smallest values."""
+    if not 0.0 <= trim_fraction < 0.5:
+        raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
+    n = len(tensors)
+    k = int(trim_fraction * n)
+    ordered = torch.stack([t.double() for t in tensors]).sort(dim=0).values
+    return ordered[k : n - k].mean(dim=0)
+
+
+def shared_keys(updates: Sequence[ModelUpdate]) -> list[str]:
+    """The keys every update contains, sorted so flattening is the same for every update."""
+    keys = set(updates[0].deltas)
+    for update in updates[1:]:
+        keys &= set(update.deltas)
+    return sorted(keys)
+
+
+def flatten(deltas: Mapping[str, torch.Tensor], keys: Sequence[str]) -> torch.Tensor:
+    return torch.cat([deltas[k].double().reshape(-1) for k in keys])
+
+
+def krum_scores(vectors: Sequence[torch.Tensor], n_byzantine: int) -> torch.Tensor:
+    """Per vector, the sum of squared distances to its n - f - 2 nearest others (Blanchard et al. 2017).
+
+    With too few vectors for that, at least one neighbour (and at most all others) is used.
+    """
+    n = len(vectors)
+    if n == 1:
+        return torch.zeros(1, dtype=torch.float64)
+    stacked = torch.stack([v.double() for v in vectors])
+    squared = torch.cdist(stacked, stacked, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+    n_neighbours = min(max(n - n_byzantine - 2, 1), n - 1)
+    squared.fill_diagonal_(float("inf"))
+    return squared.sort(dim=1).values[:, :n_neighbours].sum(dim=1)
+
+
+def multi_krum_select(scores: torch.Tensor, n_selected: int) -> list[int]:
+    """Indices of the n_selected lowest scores (ties go to the earlier index)."""
+    order = torch.argsort(scores, stable=True)
+    return sorted(order[:n_selected].tolist())
+
+
+def clip_to_norm(deltas: Mapping[str, torch.Tensor], max_norm: float) -> dict[str, torch.Tensor]:
+    """Scale the whole update down so its L2 norm is at most max_norm; shorter updates are unchanged."""
+    norm = torch.sqrt(sum((d.double() ** 2).sum() for d in deltas.values()))
+    scale = min(1.0, max_norm / float(norm)) if float(norm) > 0 else 1.0
+    return {key: (d.double() * scale).to(d.dtype) for key, d in deltas.items()}
