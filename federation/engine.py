@@ -38,10 +38,12 @@ class InProcessEngine:
     def run(self, progress: bool = True) -> FederationResult:
         state = get_state(self.module, trainable_keys(self.module))
         result = FederationResult(state)
+        # What the strategy asks of the sites' local training (FedProx: a proximal term); none for most.
+        objective = self.strategy.local_objective()
         bar = tqdm(range(1, self.rounds + 1), desc="federated rounds", unit="round", disable=not progress)
         for round_ in bar:
             updates = [
-                site.train(self.module, state, self.local_limits, round_, seed=self.seed + 1000 * round_ + i)
+                site.train(self.module, state, self.local_limits, round_, seed=self.seed + 1000 * round_ + i, objective=objective)
                 for i, site in enumerate(self.sites)
             ]
             state = self.strategy.aggregate(state, updates)

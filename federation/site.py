@@ -16,6 +16,8 @@ from federation.update import ModelUpdate
 from modalities.site_data import SiteData
 from models.multimodal import parameter_modality
 
+LOCAL_OBJECTIVES = {"proximal_mu"}
+
 
 class Site:
     def __init__(
@@ -47,12 +49,29 @@ class Site:
                 counts[modality] = counts.get(modality, 0) + 1
         return counts
 
-    def train(self, module: L.LightningModule, global_state: StateDict, limits: dict, round_: int, seed: int) -> ModelUpdate:
-        """Local training from the global state (`limits`: Trainer kwargs such as max_epochs or max_steps); the delta of what this site trained."""
+    def train(
+        self, module: L.LightningModule, global_state: StateDict, limits: dict, round_: int, seed: int, objective: dict | None = None
+    ) -> ModelUpdate:
+        """Local training from the global state (`limits`: Trainer kwargs such as max_epochs or max_steps); the delta of what this site trained.
+
+        `objective`: what the strategy adds to the local loss; `{"proximal_mu": mu}` (FedProx)
+        adds (mu/2)·||w - w_global||² for the duration of this fit only.
+        """
+        objective = dict(objective or {})
+        unknown = set(objective) - LOCAL_OBJECTIVES
+        if unknown:
+            raise ValueError(f"site {self.name!r}: unknown local objective {sorted(unknown)}; known: {sorted(LOCAL_OBJECTIVES)}")
         set_state(module, global_state)
         L.seed_everything(seed, workers=True, verbose=False)
         trainer = self.make_trainer(**limits)
-        trainer.fit(module, train_dataloaders=self.loader("train", shuffle=True, seed=seed))
+        mu = float(objective.get("proximal_mu", 0.0))
+        if mu > 0:
+            module.set_proximal(mu, global_state)
+        try:
+            trainer.fit(module, train_dataloaders=self.loader("train", shuffle=True, seed=seed))
+        finally:
+            if mu > 0:
+                module.set_proximal(0.0, None)
         local = get_state(module, list(global_state))
         counts = self._sample_counts(list(global_state), module.model.modalities)
         deltas = {k: local[k] - global_state[k] for k in counts}

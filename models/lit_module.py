@@ -31,6 +31,9 @@ class MultimodalLitModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
+        # FedProx: set by a site for one local fit, cleared after (see set_proximal).
+        self.proximal_mu = 0.0
+        self.proximal_reference: dict[str, torch.Tensor] | None = None
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(batch["inputs"], batch["present"])
@@ -43,8 +46,38 @@ class MultimodalLitModule(L.LightningModule):
         if self.hparams.modality_dropout > 0:
             batch = {**batch, "present": drop_modalities(batch["present"], self.hparams.modality_dropout)}
         loss, _ = self.model_step(batch)
+        # train/loss stays the task loss, comparable across strategies; the proximal term is logged apart.
         self.log("train/loss", loss, batch_size=len(batch["label"]), on_step=False, on_epoch=True)
+        if self.proximal_reference is not None:
+            proximal = self.proximal_term()
+            self.log("train/proximal", proximal, batch_size=len(batch["label"]), on_step=False, on_epoch=True)
+            loss = loss + proximal
         return loss
+
+    def set_proximal(self, mu: float, reference: dict[str, torch.Tensor] | None) -> None:
+        """Add (mu/2)·||w - reference||² over the trainable parameters to the training loss; `None` clears it.
+
+        `reference` is keyed like this module's state dict (the global state a site
+        receives); only trainable parameters are pulled towards it, not buffers.
+        """
+        if reference is None:
+            self.proximal_mu, self.proximal_reference = 0.0, None
+            return
+        params = {name: p for name, p in self.named_parameters() if p.requires_grad and name in reference}
+        if not params:
+            raise ValueError("proximal reference shares no trainable parameter with the model")
+        self.proximal_mu = float(mu)
+        self.proximal_reference = {name: reference[name].detach().to(p.device, p.dtype, copy=True) for name, p in params.items()}
+
+    def on_train_start(self) -> None:
+        # the Trainer has moved the model by now; move the reference once rather than every step
+        if self.proximal_reference is not None:
+            self.proximal_reference = {k: v.to(self.device) for k, v in self.proximal_reference.items()}
+
+    def proximal_term(self) -> torch.Tensor:
+        params = dict(self.named_parameters())
+        squared = sum(((params[name] - ref.to(params[name].device)) ** 2).sum() for name, ref in self.proximal_reference.items())
+        return 0.5 * self.proximal_mu * squared
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._collect("val", batch)

@@ -14,6 +14,10 @@ class Strategy(ABC):
     def aggregate(self, global_state: StateDict, updates: list[ModelUpdate]) -> StateDict:
         """Return the next global state (same keys as `global_state`)."""
 
+    def local_objective(self) -> dict:
+        """What sites must add to their local training (e.g. FedProx's proximal term); nothing by default."""
+        return {}
+
 
 def check_update(update: ModelUpdate, global_state: StateDict) -> None:
     """Refuse updates the global model cannot absorb: unknown keys, wrong shapes, non-finite values."""
