@@ -9,18 +9,14 @@ modality absent from a round neither moves nor decays.
 """
 from __future__ import annotations
 
-import logging
 from abc import abstractmethod
 
 import torch
 
 from federation.aggregate import weighted_mean_per_key
 from federation.state import StateDict
-from federation.strategies.base import Strategy, check_update
+from federation.strategies.base import Strategy
 from federation.update import ModelUpdate
-
-log = logging.getLogger(__name__)
-NO_UPDATES = "no site sent an update this round; the global model and server moments are unchanged"
 
 
 class FedOpt(Strategy):
@@ -33,13 +29,12 @@ class FedOpt(Strategy):
     def next_v(self, v: torch.Tensor, delta_sq: torch.Tensor) -> torch.Tensor:
         """The second moment after seeing this round's squared pseudo-gradient."""
 
-    def aggregate(self, global_state: StateDict, updates: list[ModelUpdate]) -> StateDict:
-        if not updates:
-            log.warning(NO_UPDATES)
-            return dict(global_state)
-        for update in updates:
-            check_update(update, global_state)
-        pseudo_gradient = weighted_mean_per_key((u.deltas, u.sample_counts) for u in updates)
+    def combine(self, updates: list[ModelUpdate]) -> dict[str, torch.Tensor]:
+        """The pseudo-gradient: FedAvg's modality-aware mean delta."""
+        return weighted_mean_per_key((u.deltas, u.sample_counts) for u in updates)
+
+    def apply(self, global_state: StateDict, pseudo_gradient: dict[str, torch.Tensor]) -> StateDict:
+        """The adaptive server step, only for keys some site sent (others keep value and moments)."""
         next_state = dict(global_state)
         for key, delta in pseudo_gradient.items():
             x = global_state[key]

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 from federation.robust import flatten, krum_scores, multi_krum_select, shared_keys
-from federation.state import StateDict
-from federation.strategies.base import Strategy, check_update
-from federation.strategies.fedavg import NO_UPDATES, FedAvg
+from federation.strategies.base import Strategy
+from federation.strategies.fedavg import FedAvg
 from federation.update import ModelUpdate
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class MultiKrum(Strategy):
             raise ValueError(f"need n_byzantine >= 0 and n_selected >= 1, got {n_byzantine}, {n_selected}")
         self.n_byzantine = n_byzantine
         self.n_selected = n_selected
-        self.fedavg = FedAvg(server_lr)
+        self.server_lr = server_lr
 
     def select(self, updates: list[ModelUpdate]) -> list[ModelUpdate]:
         """The n_selected updates with the lowest Krum scores, in their original order."""
@@ -39,10 +40,5 @@ class MultiKrum(Strategy):
         scores = krum_scores([flatten(u.deltas, keys) for u in updates], self.n_byzantine)
         return [updates[i] for i in multi_krum_select(scores, self.n_selected)]
 
-    def aggregate(self, global_state: StateDict, updates: list[ModelUpdate]) -> StateDict:
-        if not updates:
-            log.warning(NO_UPDATES)
-            return dict(global_state)
-        for update in updates:
-            check_update(update, global_state)
-        return self.fedavg.aggregate(global_state, self.select(updates))
+    def combine(self, updates: list[ModelUpdate]) -> dict[str, torch.Tensor]:
+        return FedAvg().combine(self.select(updates))

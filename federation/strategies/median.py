@@ -7,29 +7,16 @@ inflate them. A key sent by one site takes that site's delta.
 """
 from __future__ import annotations
 
-import logging
+import torch
 
 from federation.robust import coordinate_median, deltas_per_key
-from federation.state import StateDict
-from federation.strategies.base import Strategy, check_update
-from federation.strategies.fedavg import NO_UPDATES
+from federation.strategies.base import Strategy
 from federation.update import ModelUpdate
-
-log = logging.getLogger(__name__)
 
 
 class Median(Strategy):
     def __init__(self, server_lr: float = 1.0):
         self.server_lr = server_lr
 
-    def aggregate(self, global_state: StateDict, updates: list[ModelUpdate]) -> StateDict:
-        if not updates:
-            log.warning(NO_UPDATES)
-            return dict(global_state)
-        for update in updates:
-            check_update(update, global_state)
-        next_state = dict(global_state)
-        for key, deltas in deltas_per_key(updates).items():
-            delta = coordinate_median(deltas).to(global_state[key].dtype)
-            next_state[key] = global_state[key] + self.server_lr * delta
-        return next_state
+    def combine(self, updates: list[ModelUpdate]) -> dict[str, torch.Tensor]:
+        return {key: coordinate_median(deltas) for key, deltas in deltas_per_key(updates).items()}

@@ -7,16 +7,14 @@ share of the bound.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 
-from federation.robust import clip_to_norm
-from federation.state import StateDict
-from federation.strategies.base import Strategy, check_update
-from federation.strategies.fedavg import NO_UPDATES, FedAvg
-from federation.update import ModelUpdate
+import torch
 
-log = logging.getLogger(__name__)
+from federation.robust import clip_to_norm
+from federation.strategies.base import Strategy
+from federation.strategies.fedavg import FedAvg
+from federation.update import ModelUpdate
 
 
 class NormBounding(Strategy):
@@ -24,13 +22,7 @@ class NormBounding(Strategy):
         if max_norm <= 0:
             raise ValueError(f"max_norm must be positive, got {max_norm}")
         self.max_norm = max_norm
-        self.fedavg = FedAvg(server_lr)
+        self.server_lr = server_lr
 
-    def aggregate(self, global_state: StateDict, updates: list[ModelUpdate]) -> StateDict:
-        if not updates:
-            log.warning(NO_UPDATES)
-            return dict(global_state)
-        for update in updates:
-            check_update(update, global_state)
-        clipped = [replace(u, deltas=clip_to_norm(u.deltas, self.max_norm)) for u in updates]
-        return self.fedavg.aggregate(global_state, clipped)
+    def combine(self, updates: list[ModelUpdate]) -> dict[str, torch.Tensor]:
+        return FedAvg().combine([replace(u, deltas=clip_to_norm(u.deltas, self.max_norm)) for u in updates])

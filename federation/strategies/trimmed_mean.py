@@ -8,15 +8,11 @@ dropped and the rest averaged, unweighted. With few senders nothing may be trimm
 """
 from __future__ import annotations
 
-import logging
+import torch
 
 from federation.robust import deltas_per_key, trimmed_mean
-from federation.state import StateDict
-from federation.strategies.base import Strategy, check_update
-from federation.strategies.fedavg import NO_UPDATES
+from federation.strategies.base import Strategy
 from federation.update import ModelUpdate
-
-log = logging.getLogger(__name__)
 
 
 class TrimmedMean(Strategy):
@@ -26,14 +22,5 @@ class TrimmedMean(Strategy):
         self.trim_fraction = trim_fraction
         self.server_lr = server_lr
 
-    def aggregate(self, global_state: StateDict, updates: list[ModelUpdate]) -> StateDict:
-        if not updates:
-            log.warning(NO_UPDATES)
-            return dict(global_state)
-        for update in updates:
-            check_update(update, global_state)
-        next_state = dict(global_state)
-        for key, deltas in deltas_per_key(updates).items():
-            delta = trimmed_mean(deltas, self.trim_fraction).to(global_state[key].dtype)
-            next_state[key] = global_state[key] + self.server_lr * delta
-        return next_state
+    def combine(self, updates: list[ModelUpdate]) -> dict[str, torch.Tensor]:
+        return {key: trimmed_mean(deltas, self.trim_fraction) for key, deltas in deltas_per_key(updates).items()}
