@@ -1,69 +1,20 @@
 """Modality-aware aggregation: each parameter is averaged over the sites that trained it."""
-from functools import partial
 
-import lightning as L
 import pytest
 import torch
-from monai.networks.nets import ResNet
+from support import EMBED, N_CLASSES, tiny_module, tiny_site
 
 from federation.aggregate import weighted_mean_per_key
-from federation.site import Site
 from federation.state import get_state, set_state, trainable_keys
 from federation.strategies.fedavg import FedAvg
 from federation.update import ModelUpdate
-from modalities.site_data import SiteData
-from models.encoders.imaging import ImageEncoder
-from models.encoders.labs import LabEncoder
-from models.fusion import MaskedMeanFusion
-from models.heads import ClassificationHead
-from models.lit_module import MultimodalLitModule
-from models.multimodal import MultimodalClassifier
-
-EMBED, N_CLASSES, SIZE = 8, 3, (8, 8)
-
-
-def _model() -> MultimodalLitModule:
-    torch.manual_seed(0)
-    backbone = ResNet("basic", [1, 1, 1, 1], [4, 4, 4, 4], spatial_dims=2, n_input_channels=1, feed_forward=False, no_max_pool=True)
-    encoders = {"imaging": ImageEncoder(backbone, SIZE, embed_dim=EMBED), "labs": LabEncoder(["a", "b"], embed_dim=EMBED)}
-    model = MultimodalClassifier(encoders, MaskedMeanFusion(["imaging", "labs"], EMBED), ClassificationHead(N_CLASSES, EMBED), EMBED)
-    return MultimodalLitModule(model, optimizer=partial(torch.optim.SGD, lr=0.1))
-
-
-def _items(n: int, with_imaging: bool, seed: int) -> list[dict]:
-    g = torch.Generator().manual_seed(seed)
-    items = []
-    for i in range(n):
-        inputs = {"labs": torch.randn(4, generator=g)}
-        if with_imaging:
-            inputs["imaging"] = torch.randn(1, *SIZE, generator=g)
-        items.append({"patient_id": f"p{i}", "label": i % N_CLASSES, "inputs": inputs})
-    return items
-
-
-def _collate(items: list[dict], modalities=("imaging", "labs")) -> dict:
-    present = torch.tensor([[m in it["inputs"] for m in modalities] for it in items])
-    inputs = {}
-    for m in modalities:
-        rows = [it["inputs"][m] for it in items if m in it["inputs"]]
-        if rows:
-            template = torch.zeros_like(rows[0])
-            inputs[m] = torch.stack([it["inputs"].get(m, template) for it in items])
-    return {"inputs": inputs, "present": present, "label": torch.tensor([it["label"] for it in items]), "patient_id": [it["patient_id"] for it in items]}
-
-
-def _site(name: str, n: int, with_imaging: bool, seed: int) -> Site:
-    modalities = ("imaging", "labs") if with_imaging else ("labs",)
-    data = SiteData(name, modalities, {"train": _items(n, with_imaging, seed), "val": _items(3, with_imaging, seed + 1)})
-    trainer = partial(L.Trainer, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    return Site(data, _collate, batch_size=4, make_trainer=trainer)
 
 
 def test_imaging_weights_come_from_the_only_imaging_site_and_shared_weights_are_averaged():
     # Prepare
-    module = _model()
+    module = tiny_module()
     global_state = get_state(module, trainable_keys(module))
-    with_images, without_images = _site("a", 8, True, 1), _site("b", 12, False, 2)
+    with_images, without_images = tiny_site("a", 8, True, 1), tiny_site("b", 12, False, 2)
 
     # Execute
     update_a = with_images.train(module, global_state, {"max_epochs": 1}, round_=1, seed=1)
@@ -83,7 +34,7 @@ def test_imaging_weights_come_from_the_only_imaging_site_and_shared_weights_are_
 
 
 def test_frozen_parameters_never_travel():
-    module = _model()
+    module = tiny_module()
     module.model.encoders["labs"].requires_grad_(False)
 
     keys = trainable_keys(module)
@@ -113,7 +64,7 @@ def test_weighted_mean_uses_only_the_updates_that_contain_a_key():
     ],
 )
 def test_fedavg_refuses_broken_updates(bad, message):
-    module = _model()
+    module = tiny_module()
     state = get_state(module, trainable_keys(module))
     update = ModelUpdate("evil", 1, bad, {k: 1 for k in bad}, 1)
 
@@ -122,7 +73,7 @@ def test_fedavg_refuses_broken_updates(bad, message):
 
 
 def test_set_state_round_trips_and_rejects_unknown_keys():
-    module = _model()
+    module = tiny_module()
     state = {k: torch.zeros_like(v) for k, v in get_state(module, trainable_keys(module)).items()}
 
     set_state(module, state)

@@ -1,12 +1,11 @@
 """FedOpt server optimisers (Reddi et al. 2021): first-round steps by hand, modality-aware keys, configs."""
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from support import compose_config
 
 from federation.experiment import run_experiment
 from federation.strategies.fedadagrad import FedAdagrad
@@ -14,13 +13,8 @@ from federation.strategies.fedadam import FedAdam
 from federation.strategies.fedyogi import FedYogi
 from federation.update import ModelUpdate
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 ETA, TAU, BETA1, BETA2 = 0.1, 1e-3, 0.9, 0.99
 
-
-def compose_train(overrides: list[str]):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides)
 
 
 def _next_v(name: str, v: float, g2: float) -> float:
@@ -124,7 +118,7 @@ def test_no_updates_leave_the_model_unchanged():
 
 @pytest.mark.parametrize("name, cls", [("fedadam", "FedAdam"), ("fedyogi", "FedYogi"), ("fedadagrad", "FedAdagrad")])
 def test_fedopt_configs_compose_with_train(name, cls):
-    cfg = compose_train([f"federation={name}"])
+    cfg = compose_config([f"federation={name}"])
 
     strategy = instantiate(cfg.federation.strategy)
     assert type(strategy).__name__ == cls
@@ -132,7 +126,7 @@ def test_fedopt_configs_compose_with_train(name, cls):
 
 
 def test_one_round_smoke_run_with_fedyogi_writes_summary(tmp_path):
-    cfg = compose_train(["experiment=smoke", "federation=fedyogi", f"paths.data_dir={tmp_path / 'data'}", "progress=false",
+    cfg = compose_config(["experiment=smoke", "federation=fedyogi", f"paths.data_dir={tmp_path / 'data'}", "progress=false",
                          "baselines.local=false", "baselines.pooled=false", "federation.rounds=1"])
 
     run_experiment(cfg, tmp_path / "run")

@@ -1,69 +1,26 @@
 """FedProx: the proximal term, its effect on local updates, mu=0 as FedAvg, and the config end to end."""
 import json
-from functools import partial
-from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from monai.networks.nets import ResNet
+from support import compose_config, tiny_module, tiny_site
 
 from federation.experiment import run_experiment
-from federation.site import Site
 from federation.state import get_state, trainable_keys
 from federation.strategies.fedavg import FedAvg
 from federation.strategies.fedprox import FedProx
-from modalities.site_data import SiteData
-from models.encoders.imaging import ImageEncoder
-from models.encoders.labs import LabEncoder
-from models.fusion import MaskedMeanFusion
-from models.heads import ClassificationHead
-from models.lit_module import MultimodalLitModule
-from models.multimodal import MultimodalClassifier
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-EMBED, N_CLASSES, SIZE = 8, 3, (8, 8)
-
-
-def _model() -> MultimodalLitModule:
-    torch.manual_seed(0)
-    backbone = ResNet("basic", [1, 1, 1, 1], [4, 4, 4, 4], spatial_dims=2, n_input_channels=1, feed_forward=False, no_max_pool=True)
-    encoders = {"imaging": ImageEncoder(backbone, SIZE, embed_dim=EMBED), "labs": LabEncoder(["a", "b"], embed_dim=EMBED)}
-    model = MultimodalClassifier(encoders, MaskedMeanFusion(["imaging", "labs"], EMBED), ClassificationHead(N_CLASSES, EMBED), EMBED)
-    return MultimodalLitModule(model, optimizer=partial(torch.optim.SGD, lr=0.1))
-
-
-def _items(n: int, seed: int) -> list[dict]:
-    g = torch.Generator().manual_seed(seed)
-    return [
-        {"patient_id": f"p{i}", "label": i % N_CLASSES, "inputs": {"labs": torch.randn(4, generator=g), "imaging": torch.randn(1, *SIZE, generator=g)}}
-        for i in range(n)
-    ]
-
-
-def _collate(items: list[dict], modalities=("imaging", "labs")) -> dict:
-    present = torch.tensor([[m in it["inputs"] for m in modalities] for it in items])
-    inputs = {m: torch.stack([it["inputs"][m] for it in items]) for m in modalities}
-    return {"inputs": inputs, "present": present, "label": torch.tensor([it["label"] for it in items]), "patient_id": [it["patient_id"] for it in items]}
-
-
-def _site() -> Site:
-    data = SiteData("a", ("imaging", "labs"), {"train": _items(8, 1), "val": _items(3, 2)})
-    trainer = partial(L.Trainer, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    return Site(data, _collate, batch_size=4, make_trainer=trainer)
 
 
 def _update(mu: float | None):
-    module = _model()
+    module = tiny_module()
     global_state = get_state(module, trainable_keys(module))
     objective = None if mu is None else FedProx(mu=mu).local_objective()
-    return module, global_state, _site().train(module, global_state, {"max_epochs": 3}, round_=1, seed=1, objective=objective)
+    return module, global_state, tiny_site("a", 8, True, 1).train(module, global_state, {"max_epochs": 3}, round_=1, seed=1, objective=objective)
 
 
 def test_proximal_term_is_half_mu_times_the_squared_distance_to_the_reference():
     # Prepare
-    module = _model()
+    module = tiny_module()
     reference = get_state(module, trainable_keys(module))
     with torch.no_grad():
         for p in module.parameters():
@@ -81,7 +38,7 @@ def test_proximal_term_is_half_mu_times_the_squared_distance_to_the_reference():
     assert set(module.proximal_reference) == {k for k, p in params.items() if p.requires_grad}  # parameters, not buffers
 
 
-def test_a_large_mu_keeps_the_local_update_closer_to_the_global_model():
+def test_a_large_mu_keeps_the_local_update_closer_to_the_globaltiny_module():
     _, _, free = _update(0.0)
     _, _, held = _update(10.0)
 
@@ -104,21 +61,16 @@ def test_the_reference_is_cleared_after_training():
 
 
 def test_sites_refuse_unknown_local_objectives_and_fedprox_refuses_negative_mu():
-    module = _model()
+    module = tiny_module()
     with pytest.raises(ValueError, match="unknown local objective"):
-        _site().train(module, get_state(module, trainable_keys(module)), {"max_epochs": 1}, round_=1, seed=1, objective={"nope": 1})
+        tiny_site("a", 8, True, 1).train(module, get_state(module, trainable_keys(module)), {"max_epochs": 1}, round_=1, seed=1, objective={"nope": 1})
     with pytest.raises(ValueError, match="mu"):
         FedProx(mu=-1.0)
 
 
-def compose_train(overrides: list[str]):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides)
-
-
 def test_fedprox_config_composes_with_the_fedavg_keys():
-    cfg = compose_train(["federation=fedprox"])
-    fedavg = compose_train(["federation=fedavg"])
+    cfg = compose_config(["federation=fedprox"])
+    fedavg = compose_config(["federation=fedavg"])
 
     assert cfg.federation.strategy._target_ == "federation.strategies.fedprox.FedProx"
     assert cfg.federation.strategy.mu == 0.01
@@ -126,7 +78,7 @@ def test_fedprox_config_composes_with_the_fedavg_keys():
 
 
 def test_one_fedprox_round_writes_the_summary(tmp_path):
-    cfg = compose_train(["experiment=smoke", "federation=fedprox", f"paths.data_dir={tmp_path / 'data'}", "progress=false",
+    cfg = compose_config(["experiment=smoke", "federation=fedprox", f"paths.data_dir={tmp_path / 'data'}", "progress=false",
                          "baselines.local=false", "baselines.pooled=false", "federation.rounds=1"])
 
     run_experiment(cfg, tmp_path / "out")

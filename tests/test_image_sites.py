@@ -6,14 +6,18 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
+from support import compose_config
 
 from federation.experiment import run_experiment
 from modalities.base import DataError
 from modalities.dataset import collate_batch
-from modalities.image_sites import load_image_folder_sites, load_npz_sites, npz_image_layout
+from modalities.image_sites import (
+    load_image_folder_sites,
+    load_npz_sites,
+    npz_image_layout,
+)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SIZES = {"train": 60, "val": 12, "test": 30}
@@ -143,7 +147,11 @@ def write_dicom(path: Path, value: int) -> None:
     """A minimal single-frame grey DICOM (secondary capture), as pydicom writes it."""
     pytest.importorskip("pydicom")
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        SecondaryCaptureImageStorage,
+        generate_uid,
+    )
 
     pixels = np.random.default_rng(value).integers(0, 4000, size=(20, 16), dtype=np.uint16)
     meta = FileMetaDataset()
@@ -254,13 +262,9 @@ def test_bad_image_folder_names_file_and_field(tmp_path, corrupt):
 # ---------------------------------------------------------------- the experiment
 
 
-def compose_train(overrides):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides)
-
 
 def test_breastmnist_experiment_composes_for_one_modality():
-    cfg = compose_train(["experiment=breastmnist"])
+    cfg = compose_config(["experiment=breastmnist"])
 
     assert cfg.data.loader == "modalities.image_sites.load_npz_sites"
     assert cfg.data.num_sites == 3 and list(cfg.data.readers) == ["imaging"]
@@ -272,7 +276,7 @@ def test_breastmnist_experiment_composes_for_one_modality():
 @pytest.mark.parametrize("spatial, n_classes", [((12, 12), 2), ((8, 8, 8), 3)], ids=["2d_binary", "3d_three_classes"])
 def test_breastmnist_experiment_runs_on_any_archive_of_the_format(tmp_path, spatial, n_classes):
     path = write_npz(tmp_path / "tiny.npz", spatial=spatial, n_classes=n_classes, column_labels=True)
-    cfg = compose_train(["experiment=breastmnist", f"data.path={path}", "progress=false", "federation.rounds=1",
+    cfg = compose_config(["experiment=breastmnist", f"data.path={path}", "progress=false", "federation.rounds=1",
                          "baselines.epochs=1", "data.batch_size=16"])
 
     run_experiment(cfg, tmp_path / "run")

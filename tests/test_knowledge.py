@@ -6,13 +6,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from support import compose_config
 
 from federation.extra_evaluation import ranks_of
 from models.encoders.phenotypes import HpoSetEncoder
 from models.fusion import MaskedMeanFusion
 from models.heads import KnowledgeHead
-from models.knowledge import MISSING_SCORE, KnowledgeRanker, load_annotations, parse_frequency
+from models.knowledge import (
+    MISSING_SCORE,
+    KnowledgeRanker,
+    load_annotations,
+    parse_frequency,
+)
 from models.multimodal import MultimodalClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,8 +118,7 @@ def test_knowledge_head_without_labels_says_so():
 
 
 def compose_experiment(overrides):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=["experiment=phenopackets_dx", *overrides])
+    return compose_config(["experiment=phenopackets_dx", *overrides])
 
 
 def test_experiment_config_composes():

@@ -3,7 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from support import compose_config
 
 from federation.experiment import run_experiment
 from federation.predict import predict_patient
@@ -18,8 +18,7 @@ def tiny_run(tmp_path_factory):
     data_dir, out_dir = tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("run")
     overrides = ["experiment=smoke", f"paths.data_dir={data_dir}", "progress=false", "federation.rounds=1",
                  "baselines.local=false", "baselines.pooled=false"]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_config(overrides)
     run_experiment(cfg, out_dir)
     return cfg, out_dir
 

@@ -3,9 +3,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
+from support import compose_config
 
 from federation.experiment import run_experiment
 from modalities.image_sites import load_image_folder_sites, load_npz_sites
@@ -105,10 +105,9 @@ def _heart_like(root: Path) -> None:
 
 def test_a_tiny_heart_flamby_run_writes_quality_json_for_every_site(tmp_path):
     _heart_like(tmp_path)
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "experiment=heart_flamby", f"data.root={tmp_path}", "seeds=[0]", "federation.rounds=1", "federation.local_steps=1",
-            "baselines.epochs=1", "progress=false", "data.quality.min_count=4"])
+    cfg = compose_config([
+        "experiment=heart_flamby", f"data.root={tmp_path}", "seeds=[0]", "federation.rounds=1", "federation.local_steps=1",
+        "baselines.epochs=1", "progress=false", "data.quality.min_count=4"])
 
     run_experiment(cfg, tmp_path / "run")
 

@@ -1,10 +1,9 @@
 """Robust aggregation: one attacker among honest sites, per key over the sites that sent it."""
-from pathlib import Path
 
 import hydra
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from support import compose_config
 
 from federation.robust import (
     clip_to_norm,
@@ -21,15 +20,9 @@ from federation.strategies.norm_bounding import NormBounding
 from federation.strategies.trimmed_mean import TrimmedMean
 from federation.update import ModelUpdate
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 SHAPES = {"head.weight": (3, 4), "head.bias": (3,)}
 N_HONEST = 4
 
-
-def compose_train(overrides: list[str]):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides)
 
 
 def _update(site: str, deltas: dict[str, torch.Tensor], n: int = 10) -> ModelUpdate:
@@ -163,8 +156,8 @@ def test_norm_clipping_by_hand():
 
 @pytest.mark.parametrize("name", ["fedavg", "median", "trimmed_mean", "krum", "norm_bounding"])
 def test_each_strategy_config_composes_and_builds(name):
-    cfg = compose_train([f"federation={name}"])
-    reference = compose_train(["federation=fedavg"])
+    cfg = compose_config([f"federation={name}"])
+    reference = compose_config(["federation=fedavg"])
 
     strategy = hydra.utils.instantiate(cfg.federation.strategy)
 

@@ -278,10 +278,9 @@ def test_misspelt_site_key_is_rejected():
 
 
 def test_default_config_composes_with_every_site_listing_its_modalities():
-    from hydra import compose, initialize_config_dir
+    from support import compose_config
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose(config_name="make_consortium")
+    cfg = compose_config(config_name="make_consortium")
     consortium = OmegaConf.to_container(cfg.consortium, resolve=True)
     spec = parse_consortium(consortium)
     assert len(spec.sites) == 5 and spec.n_diseases == 20

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from support import compose_config
 
 from federation.experiment import run_experiment
 from modalities.base import DataError
@@ -127,13 +127,9 @@ def test_a_declared_site_without_rows_in_the_site_column_is_a_data_error(tmp_pat
     assert error.value.field == "hospital"
 
 
-def _compose(overrides):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=overrides)
-
 
 def test_heart_flamby_composes():
-    cfg = _compose(["experiment=heart_flamby", f"data.root={HEART}"])
+    cfg = compose_config(["experiment=heart_flamby", f"data.root={HEART}"])
 
     assert cfg.data.loader == "modalities.tables.load_table_sites"
     assert list(cfg.model.encoders) == ["tabular"] and cfg.model.embed_dim == cfg.data.n_features
@@ -148,7 +144,7 @@ def _raw_rows(path: Path) -> list[list[str]]:
 @needs_heart
 def test_heart_loader_follows_flambys_row_counts_and_split_sizes():
     # Prepare: the protocol's arithmetic on the raw files (drop columns 10-12, then rows with '?')
-    cfg = _compose(["experiment=heart_flamby", f"data.root={HEART}"])
+    cfg = compose_config(["experiment=heart_flamby", f"data.root={HEART}"])
     expected = {}
     for site, name in HEART_FILES.items():
         rows = [[v for j, v in enumerate(r) if j not in (10, 11, 12)] for r in _raw_rows(HEART / name)]
@@ -174,7 +170,7 @@ def test_heart_loader_follows_flambys_row_counts_and_split_sizes():
 
 @needs_heart
 def test_tiny_heart_flamby_run_reports_accuracy_for_the_four_centres(tmp_path):
-    cfg = _compose(["experiment=heart_flamby", f"data.root={HEART}", "seeds=[0]", "federation.rounds=2",
+    cfg = compose_config(["experiment=heart_flamby", f"data.root={HEART}", "seeds=[0]", "federation.rounds=2",
                     "federation.local_steps=3", "baselines.epochs=1", "progress=false"])
 
     run_experiment(cfg, tmp_path)

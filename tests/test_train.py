@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
+from support import compose_config
 
 from federation.experiment import run_experiment
 from modalities.base import DataError
@@ -18,14 +18,10 @@ CONF = ROOT / "conf"
 OUTPUTS = ("model.safetensors", "metrics.csv", "summary.json", "summary.md", "config.yaml", "quality.json")
 
 
-def compose_train(overrides: list[str]):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides)
-
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
 def test_every_experiment_config_composes(experiment):
-    cfg = compose_train([f"experiment={experiment}", "paths.data_dir=/nonexistent"])
+    cfg = compose_config([f"experiment={experiment}", "paths.data_dir=/nonexistent"])
 
     assert cfg.federation.rounds >= 1
     assert len(cfg.model.encoders) >= 1
@@ -34,7 +30,7 @@ def test_every_experiment_config_composes(experiment):
 
 @pytest.mark.parametrize("fusion, cls", [("mean", "MaskedMeanFusion"), ("attention", "AttentionFusion"), ("gated", "GatedFusion")])
 def test_fusion_choice_composes(fusion, cls):
-    cfg = compose_train([f"model/fusion={fusion}"])
+    cfg = compose_config([f"model/fusion={fusion}"])
 
     assert cfg.model.fusion._target_ == f"models.fusion.{cls}"
 
@@ -43,7 +39,7 @@ def test_fusion_choice_composes(fusion, cls):
 def smoke_run(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("data")
     out_dir = tmp_path_factory.mktemp("run")
-    cfg = compose_train(["experiment=smoke", f"paths.data_dir={data_dir}", "progress=false"])
+    cfg = compose_config(["experiment=smoke", f"paths.data_dir={data_dir}", "progress=false"])
     summary = run_experiment(cfg, out_dir)
     return cfg, out_dir, summary
 
@@ -128,7 +124,7 @@ def test_bad_input_stops_before_training_and_leaves_no_outputs(smoke_run, tmp_pa
     site = next(s for s in cfg.data.generate.sites if modality in s.modalities)
     expected_in_message = corrupt(data_root / site.name)
     sites = [f"{{name: {s.name}, path: {data_root / s.name}, modalities: [{','.join(s.modalities)}]}}" for s in cfg.data.generate.sites]
-    bad_cfg = compose_train(["experiment=smoke", "~data.generate", f"data.sites=[{','.join(sites)}]", "progress=false"])
+    bad_cfg = compose_config(["experiment=smoke", "~data.generate", f"data.sites=[{','.join(sites)}]", "progress=false"])
     out_dir = tmp_path / "run"
 
     # Execute
