@@ -19,9 +19,7 @@ from federation.state import StateDict, get_state, set_state
 
 
 def train_local(site: Site, module: L.LightningModule, initial_state: StateDict, limits: dict, seed: int) -> StateDict:
-    set_state(module, initial_state)
-    L.seed_everything(seed, workers=True, verbose=False)
-    site.make_trainer(**limits).fit(module, train_dataloaders=site.loader("train", shuffle=True, seed=seed))
+    site.fit(module, initial_state, limits, seed, objective={})
     return get_state(module, list(initial_state))
 
 
@@ -32,5 +30,10 @@ def train_pooled(
     L.seed_everything(seed, workers=True, verbose=False)
     pooled = ConcatDataset([site.data.splits["train"] for site in sites])
     loader = DataLoader(pooled, batch_size=sites[0].batch_size, shuffle=True, collate_fn=sites[0].collate, generator=torch.Generator().manual_seed(seed))
-    make_trainer(**limits).fit(module, train_dataloaders=loader)
+    n_classes = module.model.n_classes
+    module.set_class_counts(sum(site.class_counts(n_classes) for site in sites))
+    try:
+        make_trainer(**limits).fit(module, train_dataloaders=loader)
+    finally:
+        module.set_class_counts(None)
     return get_state(module, list(initial_state))

@@ -23,9 +23,11 @@ from federation.engine import InProcessEngine
 from federation.evaluation import predict
 from federation.extra_evaluation import ExtraEvaluation
 from federation.outputs import write_json, write_model, write_rows, write_text
+from federation.participation import Participation
 from federation.report import APPROACHES, build_summary, combine_seeds, markdown_table
 from federation.site import Site
 from federation.state import get_state, set_state, trainable_keys
+from federation.validation import UpdateValidator
 from modalities.consortium import Consortium, load_consortium
 from modalities.dataset import collate_batch
 from models.builder import build_model
@@ -95,6 +97,7 @@ class SeedRun:
     summary: dict
     history: list[dict]
     final_model: dict[str, torch.Tensor]
+    predictions: dict | None = None  # approach -> site -> (test logits, labels), for evaluations beyond the summary
 
 
 def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int) -> SeedRun:
@@ -102,7 +105,8 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int) -> SeedRun:
     model = build_model(cfg.model, consortium.modalities, consortium.label_space.labels)
     # The sites' optimizer in the rounds may differ from the baselines' (FLamby: SGD for FedAvg, Adam otherwise).
     round_optimizer = instantiate(cfg.federation.get("optimizer") or cfg.model.optimizer)
-    module = MultimodalLitModule(model, optimizer=round_optimizer, **cfg.model.get("training", {}))
+    loss = instantiate(cfg.model.loss) if cfg.model.get("loss") else None
+    module = MultimodalLitModule(model, optimizer=round_optimizer, loss=loss, **cfg.model.get("training", {}))
     make_trainer = instantiate(cfg.trainer)
     collate = partial(collate_batch, modalities=model.modalities, readers=consortium.readers)
     sites = [Site(data, collate, cfg.data.batch_size, make_trainer) for data in consortium.sites]
@@ -113,10 +117,14 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int) -> SeedRun:
     extra = ExtraEvaluation(cfg.extra_evaluation, consortium.label_space.labels, sites) if cfg.get("extra_evaluation") else None
 
     federation = InProcessEngine(
-        sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, local_limits(cfg.federation), seed, device
+        sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, local_limits(cfg.federation), seed, device,
+        participation=Participation(**cfg.federation.get("participation", {})),
+        validator=UpdateValidator(**cfg.federation.get("validator", {})),
     ).run(progress=cfg.get("progress", True))
-    predictions = {"federated": _predict_sites(model, sites, device, extra, "federated")}
+    predictions = {"federated": _predict_sites(module, sites, device, extra, "federated", federation.global_state)}
     final_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if cfg.get("personalisation", {}).get("enabled"):
+        predictions["personalised"] = _personalised_predictions(cfg.personalisation, module, sites, federation.global_state, seed, device, extra)
 
     module.optimizer_factory = instantiate(cfg.model.optimizer)
     predictions |= _baseline_predictions(cfg, module, sites, initial, seed, make_trainer, device, extra)
@@ -129,14 +137,32 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int) -> SeedRun:
     if extra:
         trained_labels = {s.name: set(s.data.splits["train"].labels) for s in sites}
         summary = extra.add_to(summary) | {"extra_evaluation": extra.facts(trained_labels)}
-    return SeedRun(summary, federation.history, final_model)
+    return SeedRun(summary, federation.history, final_model, ordered)
 
 
-def _predict_sites(model, sites: list[Site], device: str, extra: ExtraEvaluation | None, approach: str) -> dict:
-    """Test-set predictions of the current model at each site (and its open-setting ranks, if configured)."""
-    if extra:
-        extra.trained(approach, model, sites, device)
-    return {s.name: predict(model, s.loader("test"), device) for s in sites}
+def _predict_sites(module, sites: list[Site], device: str, extra: ExtraEvaluation | None, approach: str, state=None) -> dict:
+    """Test-set predictions at each site of the module's model, or of `state` as each site runs it (FedBN: its own norms)."""
+    predictions = {}
+    for site in sites:
+        if state is not None:
+            set_state(module, site.personalise(state))
+        if extra:
+            extra.trained(approach, module.model, [site], device)
+        predictions[site.name] = predict(module.model, site.loader("test"), device)
+    if state is not None:
+        set_state(module, state)
+    return predictions
+
+
+def _personalised_predictions(cfg, module, sites: list[Site], global_state, seed: int, device: str, extra) -> dict:
+    """Each site fine-tunes the final global model on its own training data alone, then predicts its test set."""
+    limits = {"max_steps": int(cfg.steps), "max_epochs": -1} if cfg.get("steps") else {"max_epochs": int(cfg.epochs)}
+    predictions = {}
+    for i, site in enumerate(sites):
+        set_state(module, site.fine_tune(module, global_state, limits, seed=seed + 500 + i))
+        predictions |= _predict_sites(module, [site], device, extra, "personalised")
+    set_state(module, global_state)
+    return predictions
 
 
 def _baseline_predictions(cfg, module, sites, initial, seed, make_trainer, device, extra) -> dict:
@@ -147,10 +173,10 @@ def _baseline_predictions(cfg, module, sites, initial, seed, make_trainer, devic
         out["local"] = {}
         for i, site in enumerate(sites):
             set_state(module, train_local(site, module, initial, limits, seed=seed + i))
-            out["local"] |= _predict_sites(module.model, [site], device, extra, "local")
+            out["local"] |= _predict_sites(module, [site], device, extra, "local")
     if cfg.baselines.pooled:
         set_state(module, train_pooled(sites, module, initial, limits, seed, make_trainer))
-        out["pooled"] = _predict_sites(module.model, sites, device, extra, "pooled")
+        out["pooled"] = _predict_sites(module, sites, device, extra, "pooled")
     return out
 
 

@@ -16,7 +16,7 @@ import torch
 
 from models.metrics import METRIC_NAMES, classification_metrics
 
-APPROACHES = ("local", "federated", "pooled", "knowledge")
+APPROACHES = ("local", "federated", "personalised", "pooled", "knowledge")
 Predictions = dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]
 
 

@@ -1,7 +1,9 @@
 """One site's part of a round: train the global model locally, return what changed.
 
-The same code serves the in-process engine and, later, a deployed site: it sees
-only its own data, receives a global state, and returns a ModelUpdate.
+The same code serves the in-process engine and a deployed site (Flower): it sees
+only its own data, receives a global state and the strategy's local objective,
+and returns a ModelUpdate. What a strategy asks a site to keep between rounds
+lives here too: FedBN's normalisation layers and SCAFFOLD's control variate.
 """
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from federation.state import StateDict, get_state, set_state
+from federation.state import StateDict, get_state, normalisation_keys, set_state
 from federation.update import ModelUpdate
 from modalities.site_data import SiteData
+from models.losses import class_counts
 from models.multimodal import parameter_modality
 
-LOCAL_OBJECTIVES = {"proximal_mu"}
+LOCAL_OBJECTIVES = {"proximal_mu", "scaffold_control", "keep_local"}
+KEEP_LOCAL = {"normalisation": normalisation_keys}
 
 
 class Site:
@@ -32,6 +36,10 @@ class Site:
         self.collate = collate
         self.batch_size = batch_size
         self.make_trainer = make_trainer
+        self.kept_local: StateDict = {}
+        """FedBN: this site's own values of the keys it never sends (its normalisation layers)."""
+        self.control: StateDict = {}
+        """SCAFFOLD: this site's control variate c_i, per parameter it trained (zero until then)."""
 
     @property
     def n_train(self) -> int:
@@ -49,35 +57,96 @@ class Site:
                 counts[modality] = counts.get(modality, 0) + 1
         return counts
 
+    def class_counts(self, n_classes: int, split: str = "train") -> torch.Tensor:
+        """Training samples per diagnosis, for the imbalance losses (aggregate counts; they never leave the site)."""
+        data = self.data.splits[split]
+        labels = data.labels if hasattr(data, "labels") else [item["label"] for item in data]
+        return class_counts(labels, n_classes)
+
+    def personalise(self, global_state: StateDict) -> StateDict:
+        """The global state as this site runs it: with its own kept-local values (FedBN) laid over."""
+        return {**global_state, **{k: v for k, v in self.kept_local.items() if k in global_state}}
+
     def train(
         self, module: L.LightningModule, global_state: StateDict, limits: dict, round_: int, seed: int, objective: dict | None = None
     ) -> ModelUpdate:
         """Local training from the global state (`limits`: Trainer kwargs such as max_epochs or max_steps); the delta of what this site trained.
 
-        `objective`: what the strategy adds to the local loss; `{"proximal_mu": mu}` (FedProx)
-        adds (mu/2)·||w - w_global||² for the duration of this fit only.
+        `objective`: what the strategy asks of local training (Strategy.local_objective):
+        `proximal_mu` (FedProx) adds (mu/2)·||w - w_global||²; `scaffold_control`
+        (SCAFFOLD, the server's control variate) corrects each gradient by c - c_i;
+        `keep_local: normalisation` (FedBN) keeps the normalisation layers here.
         """
+        objective = self._check_objective(objective)
+        local_keys = self._local_keys(module, objective, global_state)
+        start = self.personalise(global_state)
+        trainer, steps = self.fit(module, start, limits, seed, objective)
+        local = get_state(module, list(global_state))
+        self.kept_local = {k: local[k] for k in local_keys}
+        counts = self._sample_counts([k for k in global_state if k not in local_keys], module.model.modalities)
+        deltas = {k: local[k] - global_state[k] for k in counts}
+        controls = self._update_control(objective, start, local, counts, steps, trainer, module) if "scaffold_control" in objective else {}
+        loss = trainer.callback_metrics.get("train/loss")
+        metrics = {"train_loss": float(loss)} if loss is not None else {}
+        return ModelUpdate(self.name, round_, deltas, counts, self.n_train, metrics, controls)
+
+    def fine_tune(self, module: L.LightningModule, global_state: StateDict, limits: dict, seed: int) -> StateDict:
+        """Personalisation: the global model (as this site runs it) trained a little more on this site's data alone."""
+        self.fit(module, self.personalise(global_state), limits, seed, {})
+        return get_state(module, list(global_state))
+
+    def fit(self, module, start: StateDict, limits: dict, seed: int, objective: dict) -> tuple[L.Trainer, int]:
+        """One local fit from `start`, the objective's extra terms set for its duration only; the trainer and the optimizer steps taken."""
+        set_state(module, start)
+        L.seed_everything(seed, workers=True, verbose=False)
+        trainer = self.make_trainer(**limits)
+        module.set_class_counts(self.class_counts(module.model.n_classes))
+        mu = float(objective.get("proximal_mu", 0.0))
+        if mu > 0:
+            module.set_proximal(mu, start)
+        if "scaffold_control" in objective:
+            module.set_correction(self._correction(module, objective["scaffold_control"]))
+        try:
+            trainer.fit(module, train_dataloaders=self.loader("train", shuffle=True, seed=seed))
+        finally:
+            module.set_proximal(0.0, None)
+            module.set_correction(None)
+            module.set_class_counts(None)
+        return trainer, int(trainer.global_step)
+
+    def _check_objective(self, objective: dict | None) -> dict:
         objective = dict(objective or {})
         unknown = set(objective) - LOCAL_OBJECTIVES
         if unknown:
             raise ValueError(f"site {self.name!r}: unknown local objective {sorted(unknown)}; known: {sorted(LOCAL_OBJECTIVES)}")
-        set_state(module, global_state)
-        L.seed_everything(seed, workers=True, verbose=False)
-        trainer = self.make_trainer(**limits)
-        mu = float(objective.get("proximal_mu", 0.0))
-        if mu > 0:
-            module.set_proximal(mu, global_state)
-        try:
-            trainer.fit(module, train_dataloaders=self.loader("train", shuffle=True, seed=seed))
-        finally:
-            if mu > 0:
-                module.set_proximal(0.0, None)
-        local = get_state(module, list(global_state))
-        counts = self._sample_counts(list(global_state), module.model.modalities)
-        deltas = {k: local[k] - global_state[k] for k in counts}
-        loss = trainer.callback_metrics.get("train/loss")
-        metrics = {"train_loss": float(loss)} if loss is not None else {}
-        return ModelUpdate(self.name, round_, deltas, counts, self.n_train, metrics)
+        keep = objective.get("keep_local")
+        if keep is not None and keep not in KEEP_LOCAL:
+            raise ValueError(f"site {self.name!r}: cannot keep {keep!r} local; known: {sorted(KEEP_LOCAL)}")
+        return objective
+
+    def _local_keys(self, module, objective: dict, global_state: StateDict) -> set[str]:
+        keep = objective.get("keep_local")
+        return (KEEP_LOCAL[keep](module) & set(global_state)) if keep else set()
+
+    def _correction(self, module, server_control: StateDict) -> StateDict:
+        """c - c_i for the parameters this site trains (its modalities' encoders, fusion, head)."""
+        trained = self._sample_counts([n for n, p in module.named_parameters() if p.requires_grad], module.model.modalities)
+        return {k: server_control.get(k, 0) - self.control.get(k, 0) for k in trained if k in server_control or k in self.control}
+
+    def _update_control(self, objective, start: StateDict, local: StateDict, counts: dict, steps: int, trainer, module) -> StateDict:
+        """SCAFFOLD option II: c_i+ = c_i - c + (x - y_i) / (K·lr); returns c_i+ - c_i and keeps c_i+."""
+        server = objective["scaffold_control"]
+        lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
+        if steps == 0 or lr <= 0:
+            return {}
+        params = {n for n, p in module.named_parameters() if p.requires_grad}
+        deltas = {}
+        for key in (k for k in counts if k in params):
+            old = self.control.get(key, torch.zeros_like(start[key]))
+            new = old - server.get(key, torch.zeros_like(old)) + (start[key] - local[key]) / (steps * lr)
+            deltas[key] = new - old
+            self.control[key] = new
+        return deltas
 
     def _sample_counts(self, keys: list[str], model_modalities: list[str]) -> dict[str, int]:
         by_modality = self.modality_counts()
@@ -88,4 +157,3 @@ class Site:
             if count > 0:
                 counts[key] = count
         return counts
-

@@ -34,3 +34,16 @@ def set_state(model: nn.Module, state: StateDict) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise KeyError(f"state has keys the model does not: {unexpected[:5]}")
+
+
+NORMALISATION_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def normalisation_keys(model: nn.Module) -> set[str]:
+    """State keys (parameters and buffers) of normalisation layers: what FedBN keeps at each site."""
+    keys = set()
+    for module_name, module in model.named_modules():
+        if isinstance(module, NORMALISATION_LAYERS):
+            prefix = f"{module_name}." if module_name else ""
+            keys.update(prefix + name for name in module.state_dict())
+    return keys

@@ -9,6 +9,7 @@ from torch import nn
 class ClassificationHead(nn.Module):
     def __init__(self, n_classes: int, embed_dim: int = 64, hidden_dim: int | None = None, dropout: float = 0.1):
         super().__init__()
+        self.n_classes = n_classes
         layers: list[nn.Module] = [nn.Dropout(dropout)]
         if hidden_dim:
             layers += [nn.Linear(embed_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout)]

@@ -7,6 +7,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from models.losses import CountAwareLoss
 from models.metrics import classification_metrics
 
 
@@ -17,8 +18,12 @@ class MultimodalLitModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         label_smoothing: float = 0.0,
         modality_dropout: float = 0.0,
+        loss: nn.Module | None = None,
     ):
         """`optimizer` is a partial (Hydra `_partial_: true`) completed with the trainable parameters.
+
+        `loss`: the training loss (models/losses.py; class-weighted, focal or logit-adjusted
+        for imbalance); plain cross-entropy with `label_smoothing` when None.
 
         `modality_dropout` hides each present modality of a training sample with this
         probability (never the last one). Without it the fusion leans on whichever
@@ -26,21 +31,31 @@ class MultimodalLitModule(L.LightningModule):
         fail the patients and sites that lack that modality.
         """
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "optimizer"])
+        self.save_hyperparameters(ignore=["model", "optimizer", "loss"])
         self.model = model
         self.optimizer_factory = optimizer
-        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.loss = loss if loss is not None else CountAwareLoss(label_smoothing)
+        self.eval_loss = nn.CrossEntropyLoss()
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
         # FedProx: set by a site for one local fit, cleared after (see set_proximal).
         self.proximal_mu = 0.0
         self.proximal_reference: dict[str, torch.Tensor] | None = None
+        # SCAFFOLD: the control-variate correction (c - c_i), likewise set for one fit (see set_correction).
+        self.correction: dict[str, torch.Tensor] | None = None
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(batch["inputs"], batch["present"])
 
     def model_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss (the training loss while training, plain cross-entropy otherwise) and logits."""
         logits = self(batch)
-        return self.loss(logits, batch["label"]), logits
+        loss_fn = self.loss if self.training else self.eval_loss
+        return loss_fn(logits, batch["label"]), logits
+
+    def set_class_counts(self, counts: torch.Tensor | None) -> None:
+        """The training label counts of whoever trains next (imbalance losses use them; see models/losses.py)."""
+        if hasattr(self.loss, "set_class_counts"):
+            self.loss.set_class_counts(counts)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         if self.hparams.modality_dropout > 0:
@@ -52,7 +67,31 @@ class MultimodalLitModule(L.LightningModule):
             proximal = self.proximal_term()
             self.log("train/proximal", proximal, batch_size=len(batch["label"]), on_step=False, on_epoch=True)
             loss = loss + proximal
+        if self.correction is not None:
+            # d/dw <w, c - c_i> = c - c_i: SGD on this loss takes SCAFFOLD's corrected step
+            loss = loss + self.correction_term()
         return loss
+
+    def set_correction(self, correction: dict[str, torch.Tensor] | None) -> None:
+        """Add <w, correction> over the named trainable parameters to the training loss; `None` clears it.
+
+        SCAFFOLD (Karimireddy et al. 2020) corrects each local gradient by c - c_i,
+        the server's control variate minus the site's; a linear term with that
+        coefficient adds exactly this to the gradient (with SGD, the paper's step;
+        an adaptive optimizer rescales the corrected gradient as it does any other).
+        """
+        if correction is None:
+            self.correction = None
+            return
+        params = {name: p for name, p in self.named_parameters() if p.requires_grad}
+        unknown = set(correction) - set(params)
+        if unknown:
+            raise ValueError(f"correction names parameters the model does not train: {sorted(unknown)[:5]}")
+        self.correction = {name: c.detach().to(params[name].device, params[name].dtype, copy=True) for name, c in correction.items()}
+
+    def correction_term(self) -> torch.Tensor:
+        params = dict(self.named_parameters())
+        return sum((params[name] * c.to(params[name].device)).sum() for name, c in self.correction.items())
 
     def set_proximal(self, mu: float, reference: dict[str, torch.Tensor] | None) -> None:
         """Add (mu/2)·||w - reference||² over the trainable parameters to the training loss; `None` clears it.
@@ -73,6 +112,8 @@ class MultimodalLitModule(L.LightningModule):
         # the Trainer has moved the model by now; move the reference once rather than every step
         if self.proximal_reference is not None:
             self.proximal_reference = {k: v.to(self.device) for k, v in self.proximal_reference.items()}
+        if self.correction is not None:
+            self.correction = {k: v.to(self.device) for k, v in self.correction.items()}
 
     def proximal_term(self) -> torch.Tensor:
         params = dict(self.named_parameters())

@@ -17,6 +17,7 @@ class LogisticHead(nn.Module):
         super().__init__()
         if n_classes < 2:
             raise ValueError(f"a logistic head needs at least 2 classes, got {n_classes}")
+        self.n_classes = n_classes
         self.linear = nn.Linear(embed_dim, n_classes - 1)
 
     def forward(self, fused: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,10 @@ class MultimodalClassifier(nn.Module):
         self.head = head
         self.embed_dim = embed_dim
 
+    @property
+    def n_classes(self) -> int:
+        return self.head.n_classes
+
     def forward(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         """inputs: modality -> batched tensor (may omit modalities absent from the batch); present: bool[B, M] in `self.modalities` order."""
         return self.head(self.fusion(self.embed(inputs, present), present))

@@ -47,16 +47,28 @@ class Strategy(ABC):
 
 
 def check_update(update: ModelUpdate, global_state: StateDict) -> None:
-    """Refuse updates the global model cannot absorb: unknown keys, wrong shapes, non-finite values."""
-    for key, delta in update.deltas.items():
-        if key not in global_state:
-            raise ValueError(f"update from site {update.site!r}, round {update.round}: unknown parameter {key!r}")
-        if delta.shape != global_state[key].shape:
-            raise ValueError(
-                f"update from site {update.site!r}, round {update.round}: {key!r} has shape {tuple(delta.shape)}, "
-                f"expected {tuple(global_state[key].shape)}"
-            )
-        if not torch.isfinite(delta).all():
-            raise ValueError(f"update from site {update.site!r}, round {update.round}: {key!r} contains NaN or Inf")
+    """Refuse updates the global model cannot absorb (see `update_problem`)."""
+    problem = update_problem(update, global_state)
+    if problem:
+        raise ValueError(f"update from site {update.site!r}, round {update.round}: {problem}")
+
+
+def update_problem(update: ModelUpdate, global_state: StateDict) -> str | None:
+    """Why the global model cannot absorb this update (unknown key, wrong shape or dtype, NaN/Inf, no samples), or None."""
+    for part, tensors in (("", update.deltas), ("control variate ", update.control_deltas)):
+        for key, delta in tensors.items():
+            if key not in global_state:
+                return f"{part}unknown parameter {key!r}"
+            expected = global_state[key]
+            if not isinstance(delta, torch.Tensor):
+                return f"{part}{key!r} is a {type(delta).__name__}, not a tensor"
+            if delta.shape != expected.shape:
+                return f"{part}{key!r} has shape {tuple(delta.shape)}, expected {tuple(expected.shape)}"
+            if delta.dtype != expected.dtype:
+                return f"{part}{key!r} has dtype {delta.dtype}, expected {expected.dtype}"
+            if not torch.isfinite(delta).all():
+                return f"{part}{key!r} contains NaN or Inf"
+    for key in update.deltas:
         if update.sample_counts.get(key, 0) <= 0:
-            raise ValueError(f"update from site {update.site!r}, round {update.round}: {key!r} sent without samples")
+            return f"{key!r} sent without samples"
+    return None

@@ -1,0 +1,34 @@
+"""The new federation options end to end through the main job on the tiny consortium."""
+import csv
+
+import pytest
+from support import compose_config
+
+from federation.experiment import run_experiment
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.mark.parametrize("federation", ["scaffold", "fedbn"])
+def test_strategy_with_personalisation_partial_participation_and_an_imbalance_loss(federation, data_dir, tmp_path):
+    cfg = compose_config([
+        "experiment=smoke", f"paths.data_dir={data_dir}", "progress=false", f"federation={federation}",
+        "federation.rounds=2", "federation.local_epochs=1", "federation.participation.fraction=0.6",
+        "personalisation.enabled=true", "personalisation.epochs=1", "model/loss=logit_adjusted",
+        "baselines.pooled=false",
+    ])
+    summary = run_experiment(cfg, tmp_path)
+
+    assert list(summary["overall"]) == ["local", "federated", "personalised"]
+    for site in summary["sites"].values():
+        assert 0 <= site["personalised"]["accuracy"] <= 1
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    n_sites = len(summary["sites"])
+    assert len(rows) == 2 * n_sites
+    for round_ in ("1", "2"):
+        statuses = [r["status"] for r in rows if r["round"] == round_]
+        assert statuses.count("skipped") == n_sites - -(-3 * n_sites // 5)  # ceil(0.6 n) asked
+        assert all(r["val_accuracy"] != "" for r in rows if r["round"] == round_)
