@@ -77,6 +77,7 @@ class InProcessEngine:
 
     def run(self, progress: bool = True) -> FederationResult:
         state = get_state(self.module, trainable_keys(self.module))
+        self.strategy.set_parameter_keys(n for n, p in self.module.named_parameters() if p.requires_grad)
         result = FederationResult(state)
         bar = tqdm(range(1, self.rounds + 1), desc="federated rounds", unit="round", disable=not progress)
         for round_ in bar:

@@ -18,6 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from federation.attacks import with_attackers
 from federation.baselines import train_local, train_pooled
 from federation.engine import InProcessEngine
 from federation.evaluation import predict
@@ -110,6 +111,7 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int) -> SeedRun:
     make_trainer = instantiate(cfg.trainer)
     collate = partial(collate_batch, modalities=model.modalities, readers=consortium.readers)
     sites = [Site(data, collate, cfg.data.batch_size, make_trainer) for data in consortium.sites]
+    rounds_sites = with_attackers(sites, cfg.federation.get("attackers"))  # simulated Byzantine sites, if configured
     device = evaluation_device(cfg.trainer.accelerator)
     initial = get_state(module, trainable_keys(module))
     log.info("seed %d, consortium: %s", seed, {s.name: (s.n_train, s.data.modalities) for s in sites})
@@ -117,7 +119,7 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int) -> SeedRun:
     extra = ExtraEvaluation(cfg.extra_evaluation, consortium.label_space.labels, sites) if cfg.get("extra_evaluation") else None
 
     federation = InProcessEngine(
-        sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, local_limits(cfg.federation), seed, device,
+        rounds_sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, local_limits(cfg.federation), seed, device,
         participation=Participation(**cfg.federation.get("participation", {})),
         validator=UpdateValidator(**cfg.federation.get("validator", {})),
     ).run(progress=cfg.get("progress", True))

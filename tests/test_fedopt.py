@@ -134,3 +134,14 @@ def test_one_round_smoke_run_with_fedyogi_writes_summary(tmp_path):
     assert cfg.federation.strategy._target_.endswith("FedYogi")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert "federated" in summary["overall"]
+
+
+def test_fedopt_averages_buffers_and_steps_only_parameters_adaptively():
+    strategy = FedAdam(eta=0.5, tau=1e-3)
+    strategy.set_parameter_keys({"w"})
+    state = {"w": torch.zeros(3), "bn.running_var": torch.ones(3)}
+    update = ModelUpdate("a", 1, {"w": torch.full((3,), -0.01), "bn.running_var": torch.full((3,), -0.5)}, {"w": 1, "bn.running_var": 1}, 1)
+    after = strategy.aggregate(state, [update])
+
+    assert torch.allclose(after["bn.running_var"], torch.full((3,), 0.5))  # the mean statistic, not an Adam step
+    assert float(after["w"][0]) < -0.01  # the adaptive step on the weight is larger than the raw delta

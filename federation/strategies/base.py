@@ -21,6 +21,12 @@ class Strategy(ABC):
     """
 
     server_lr: float = 1.0
+    parameter_keys: frozenset[str] | None = None
+    """The keys that are trainable parameters (the rest are buffers, e.g. batch-norm statistics); None: unknown."""
+
+    def set_parameter_keys(self, keys) -> None:
+        """Told once by the engine, for strategies that treat statistics differently from weights (FedOpt)."""
+        self.parameter_keys = frozenset(keys)
 
     def aggregate(self, global_state: StateDict, updates: list[ModelUpdate]) -> StateDict:
         """The next global state (same keys as `global_state`); keys no site sent are unchanged."""

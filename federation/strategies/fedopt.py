@@ -5,7 +5,10 @@ modality-aware weighted mean of the sites' deltas is a pseudo-gradient; the
 server keeps per-key moments m and v and steps
 x <- x + eta * m / (sqrt(v) + tau). Subclasses differ only in how v moves.
 Keys no site sent this round are left as they are, moments included: a
-modality absent from a round neither moves nor decays.
+modality absent from a round neither moves nor decays. Buffers (batch-norm
+running statistics) are not weights to optimise: they take the plain mean, since
+an adaptive step of about eta in each coordinate's sign can drive a running
+variance negative.
 """
 from __future__ import annotations
 
@@ -39,6 +42,9 @@ class FedOpt(Strategy):
         for key, delta in pseudo_gradient.items():
             x = global_state[key]
             delta = delta.to(x.dtype)
+            if self.parameter_keys is not None and key not in self.parameter_keys:
+                next_state[key] = x + delta  # a statistic (batch-norm running mean/var) is averaged, not optimised
+                continue
             # v starts at tau^2, as the paper requires (v_{-1} >= tau^2)
             m = self.m.get(key, torch.zeros_like(x))
             v = self.v.get(key, torch.full_like(x, self.tau**2))

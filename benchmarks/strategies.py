@@ -1,0 +1,107 @@
+"""Federation strategies side by side on one experiment: one command, one markdown table.
+
+    python benchmarks/strategies.py heart          # Fed-Heart-Disease, FLamby's protocol, 5 seeds
+    python benchmarks/strategies.py synthetic      # the embedded consortium, per-site top-1
+    python benchmarks/strategies.py phenopackets   # published patients, per-site top-1
+    python benchmarks/strategies.py byzantine      # 1 sign-flipping (x10) and 1 NaN site of 5
+
+Each suite is conf/benchmarks/<suite>.yaml: the experiment, the overrides every run
+shares, and one entry per row (its overrides, which model it reads, a published
+reference). The table goes to benchmarks/results/<suite>.md and to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+import modalities.image_sites  # noqa: E402,F401  registers config resolvers
+from federation.experiment import run_experiment  # noqa: E402
+
+
+def run_row(suite, row: dict) -> tuple[dict, float]:
+    """One entry's summary (and its wall time): the suite's experiment with the row's overrides."""
+    experiment = [f"experiment={suite.experiment}"] if suite.get("experiment") else []
+    overrides = [*experiment, "progress=false", *suite.get("overrides", []), *row.get("overrides", [])]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        summary = run_experiment(cfg, Path(out))
+    return summary, time.perf_counter() - started
+
+
+def cell(summary: dict, block: str, approach: str, metric: str, site: str | None = None) -> str:
+    """A value with its sd over seeds where the run had several."""
+    if site is None:
+        value = summary[block][approach][metric]
+        sd = summary.get("sd", {}).get(block, {}).get(approach, {}).get(metric)
+    else:
+        value = summary["sites"][site][approach][metric]
+        sd = summary.get("sd", {}).get("sites", {}).get(site, {}).get(approach, {}).get(metric)
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:.3f}" if sd is None or math.isnan(sd) else f"{value:.3f} ± {sd:.3f}"
+
+
+def table(suite, results: list[tuple[str, dict, dict, float]]) -> str:
+    metric, block = suite.metric, suite.get("block", "mean_over_sites")
+    sites = list(results[0][1]["sites"]) if suite.get("per_site") else []
+    header = ["run", *sites, f"{metric} ({block.replace('_', ' ')})", suite.get("reference_label", "reference"), "wall s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    floor = _local_floor(suite, results)
+    for label, summary, row, seconds in results:
+        approach = row.get("approach", "federated")
+        per_site = [cell(summary, block, approach, metric, s) + _below(summary, approach, metric, s, floor) for s in sites]
+        reference = row.get("reference")
+        lines.append("| " + " | ".join([label, *per_site, cell(summary, block, approach, metric), "" if reference is None else f"{reference:.3f}", f"{seconds:.0f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _local_floor(suite, results) -> dict | None:
+    """Per site, the local-only value of the row marked `local_floor` (cells below it are flagged)."""
+    for _, summary, row, _ in results:
+        if row.get("local_floor"):
+            return {s: summary["sites"][s]["local"][suite.metric] for s in summary["sites"]}
+    return None
+
+
+def _below(summary, approach, metric, site, floor) -> str:
+    if floor is None or approach == "local":
+        return ""
+    return " ▼" if summary["sites"][site][approach][metric] < floor[site] - 1e-9 else ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suite", help="a file stem in conf/benchmarks/")
+    parser.add_argument("--only", nargs="*", help="run only these rows (labels)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    suite = OmegaConf.load(ROOT / "conf" / "benchmarks" / f"{args.suite}.yaml")
+    results = []
+    for label, row in suite.runs.items():
+        if args.only and label not in args.only:
+            continue
+        summary, seconds = run_row(suite, row)
+        results.append((label, summary, row, seconds))
+        print(f"{label}: {cell(summary, suite.get('block', 'mean_over_sites'), row.get('approach', 'federated'), suite.metric)} ({seconds:.0f} s)", flush=True)
+    text = f"## {suite.title}\n\n{suite.get('note', '').strip()}\n\n{table(suite, results)}"
+    out = ROOT / "benchmarks" / "results" / f"{args.suite}.md"
+    out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
