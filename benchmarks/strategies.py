@@ -4,6 +4,7 @@
     python benchmarks/strategies.py synthetic      # the embedded consortium, per-site top-1
     python benchmarks/strategies.py phenopackets   # published patients, per-site top-1
     python benchmarks/strategies.py byzantine      # 1 sign-flipping (x10) and 1 NaN site of 5
+    python benchmarks/strategies.py heart --jobs 16   # rows in parallel processes on a many-core machine
 
 Each suite is conf/benchmarks/<suite>.yaml: the experiment, the overrides every run
 shares, and one entry per row (its overrides, which model it reads, a published
@@ -17,6 +18,8 @@ import math
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -30,8 +33,12 @@ import modalities.image_sites  # noqa: E402,F401  registers config resolvers
 from federation.experiment import run_experiment  # noqa: E402
 
 
-def run_row(suite, row: dict) -> tuple[dict, float]:
+def run_row(suite, row: dict, threads: int | None = None) -> tuple[dict, float]:
     """One entry's summary (and its wall time): the suite's experiment with the row's overrides."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # parallel rows share the cores instead of oversubscribing them
     experiment = [f"experiment={suite.experiment}"] if suite.get("experiment") else []
     overrides = [*experiment, "progress=false", *suite.get("overrides", []), *row.get("overrides", [])]
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
@@ -83,22 +90,32 @@ def _below(summary, approach, metric, site, floor) -> str:
     return " ▼" if summary["sites"][site][approach][metric] < floor[site] - 1e-9 else ""
 
 
+def _run_rows(suite, rows: dict, jobs: int):
+    """Each row's (summary, seconds), in order; in `jobs` spawned processes when jobs > 1."""
+    if jobs <= 1:
+        yield from (run_row(suite, row) for row in rows.values())
+        return
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_row, suite, row, 1) for row in rows.values()]
+        yield from (f.result() for f in futures)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite", help="a file stem in conf/benchmarks/")
     parser.add_argument("--only", nargs="*", help="run only these rows (labels)")
+    parser.add_argument("--jobs", type=int, default=1, help="rows run in parallel processes, one torch thread each")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     suite = OmegaConf.load(ROOT / "conf" / "benchmarks" / f"{args.suite}.yaml")
+    rows = {label: row for label, row in suite.runs.items() if not args.only or label in args.only}
     results = []
-    for label, row in suite.runs.items():
-        if args.only and label not in args.only:
-            continue
-        summary, seconds = run_row(suite, row)
-        results.append((label, summary, row, seconds))
-        print(f"{label}: {cell(summary, suite.get('block', 'mean_over_sites'), row.get('approach', 'federated'), suite.metric)} ({seconds:.0f} s)", flush=True)
+    for label, (summary, seconds) in zip(rows, _run_rows(suite, rows, args.jobs)):
+        results.append((label, summary, rows[label], seconds))
+        print(f"{label}: {cell(summary, suite.get('block', 'mean_over_sites'), rows[label].get('approach', 'federated'), suite.metric)} ({seconds:.0f} s)", flush=True)
     text = f"## {suite.title}\n\n{suite.get('note', '').strip()}\n\n{table(suite, results)}"
     out = ROOT / "benchmarks" / "results" / f"{args.suite}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)
 
