@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -61,8 +61,18 @@ class InProcessEngine:
         participation: Participation | None = None,
         validator: UpdateValidator | None = None,
         observers: Sequence[RoundObserver] = (),
+        eligible: Callable[[int], set[str]] | None = None,
+        findings: Callable[..., dict] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ):
-        """`local_limits`: Lightning Trainer kwargs bounding one site's local training per round."""
+        """`local_limits`: Lightning Trainer kwargs bounding one site's local training per round.
+
+        `eligible(round)`: the sites that may take part in that round (governance: members
+        who have joined and not left); all sites when None. `findings(updates, strategy,
+        previous_state)`: what monitors learn from the accepted updates themselves (anomaly
+        flags, contributions), put into `record.extra` before the observers run. `clock`:
+        seconds, for the participation deadline (tests pass a simulated one).
+        """
         self.sites = sites
         self.module = module
         self.strategy = strategy
@@ -74,6 +84,9 @@ class InProcessEngine:
         self.participation.check(len(sites))
         self.validator = validator or UpdateValidator()
         self.observers = list(observers)
+        self.eligible = eligible
+        self.findings = findings
+        self.clock = clock
 
     def run(self, progress: bool = True) -> FederationResult:
         state = get_state(self.module, trainable_keys(self.module))
@@ -105,6 +118,8 @@ class InProcessEngine:
             record = RoundRecord(round_, [], state, state, ROUND_FAILED, reason)
         self._validate(record.global_state, outcomes)
         record.outcomes = [outcomes[s.name] for s in self.sites]
+        if self.findings and record.decision == ROUND_ACCEPTED:
+            record.extra |= self.findings(accepted, strategy=self.strategy, previous_state=state)
         for observer in self.observers:
             observer.on_round(record)
         if record.decision != ROUND_ACCEPTED and record.global_state is not state:
@@ -115,7 +130,11 @@ class InProcessEngine:
 
     def _collect(self, round_: int, state: StateDict, outcomes: dict[str, SiteOutcome]) -> tuple[list[ModelUpdate], list[Exception]]:
         """Ask sampled sites to train (retrying with untried sites while short of the minimum); the accepted updates and any crashes."""
-        accepted, crashes, tried = [], [], set()
+        accepted, crashes = [], []
+        allowed = self.eligible(round_) if self.eligible else {s.name for s in self.sites}
+        tried = {i for i, s in enumerate(self.sites) if s.name not in allowed}
+        for i in tried:
+            outcomes[self.sites[i].name].reason = "not an active member of the consortium this round"
         objective = self.strategy.local_objective()
         for attempt in range(self.participation.retries + 1):
             untried = [i for i in range(len(self.sites)) if i not in tried]
@@ -139,14 +158,14 @@ class InProcessEngine:
         """Train one site; its outcome says whether it answered in time. The update (or None) and the crash (or None)."""
         site = self.sites[index]
         outcome = outcomes[site.name]
-        started = time.perf_counter()
+        started = self.clock()
         try:
             update = site.train(self.module, state, self.local_limits, round_, seed=self.seed + 1000 * round_ + index, objective=objective)
         except Exception as error:  # a crashing site must not stop the consortium's round
             log.warning("round %d: site %r crashed: %s: %s", round_, site.name, type(error).__name__, error)
             outcome.status, outcome.reason = FAILED, f"crashed: {type(error).__name__}: {error}"
             return None, error
-        seconds = time.perf_counter() - started
+        seconds = self.clock() - started
         outcome.n_samples, outcome.sample_counts = update.n_samples, dict(update.sample_counts)
         outcome.update_norm, outcome.train_metrics = update.norm(), dict(update.metrics)
         if self.participation.missed_deadline(seconds):

@@ -23,6 +23,8 @@ from federation.baselines import train_local, train_pooled
 from federation.engine import InProcessEngine
 from federation.evaluation import predict
 from federation.extra_evaluation import ExtraEvaluation
+from federation.governance import finish
+from federation.governance.run_hooks import governance_hooks
 from federation.outputs import write_json, write_model, write_rows, write_text
 from federation.participation import Participation
 from federation.report import APPROACHES, build_summary, combine_seeds, markdown_table
@@ -83,12 +85,17 @@ def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     quiet_lightning()
     consortium = load_consortium(cfg.data, seed=cfg.seed)
     seeds = list(cfg.get("seeds") or [cfg.seed])
-    runs = [_run_seed(cfg, consortium, seed) for seed in seeds]
+    # governed runs keep one ledger and registry per training seed
+    run_dirs = {seed: out_dir if len(seeds) == 1 else out_dir / f"seed_{seed}" for seed in seeds}
+    runs = [_run_seed(cfg, consortium, seed, run_dirs[seed]) for seed in seeds]
     summaries = [r.summary for r in runs]
     summary = summaries[0] if len(runs) == 1 else combine_seeds(summaries, seeds)
     table = markdown_table(summary, cfg.get("report", {}).get("table_metrics"), reference=cfg.get("report", {}).get("reference"))
     last = runs[-1]
     _write_run(out_dir, cfg, summary, table, last, consortium)
+    if cfg.get("governance") is not None and cfg.governance.get("enabled", True):
+        for run_dir in run_dirs.values():
+            finish(run_dir, cfg.governance)  # the dashboard, from the ledger
     print(table)
     return summary
 
@@ -101,7 +108,7 @@ class SeedRun:
     predictions: dict | None = None  # approach -> site -> (test logits, labels), for evaluations beyond the summary
 
 
-def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int) -> SeedRun:
+def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path) -> SeedRun:
     L.seed_everything(seed, verbose=False)
     model = build_model(cfg.model, consortium.modalities, consortium.label_space.labels)
     # The sites' optimizer in the rounds may differ from the baselines' (FLamby: SGD for FedAvg, Adam otherwise).
@@ -122,6 +129,7 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int) -> SeedRun:
         rounds_sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, local_limits(cfg.federation), seed, device,
         participation=Participation(**cfg.federation.get("participation", {})),
         validator=UpdateValidator(**cfg.federation.get("validator", {})),
+        **governance_hooks(cfg, run_dir, consortium, module, sites, device),
     ).run(progress=cfg.get("progress", True))
     predictions = {"federated": _predict_sites(module, sites, device, extra, "federated", federation.global_state)}
     final_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from modalities.base import ALL_MODALITIES, DataError, Modality
+from modalities.feedback import join_feedback
 from modalities.labels import LabelSpace, UnknownLabelError
 from modalities.phenopacket_io import PatientRecord, read_cohort
 from modalities.phenotypes import PhenotypeReader
@@ -80,6 +81,7 @@ def load_site(
         for r in records
     }
     split = load_or_draw_split(site_dir, records, seed, fractions)
+    split = join_feedback(site_dir, items, split, label_space)  # clinician-confirmed cases validate (modalities/feedback.py)
     return {name: SiteDataset([items[pid] for pid in split[name]], modalities) for name in SPLITS}
 
 

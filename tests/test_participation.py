@@ -1,6 +1,4 @@
 """Participation and the update validator in the engine: sampling, crashes, deadlines, minimums, refusals."""
-import time
-
 import pytest
 import torch
 from support import tiny_module, tiny_site
@@ -37,16 +35,26 @@ class CrashingSite:
         return self._site.train(module, state, limits, round_, seed, objective)
 
 
-class SlowSite(CrashingSite):
-    """Takes `delay` seconds longer than its training."""
+class SimulatedClock:
+    """Seconds that pass only when a simulated site says so: deadline tests independent of machine load."""
 
-    def __init__(self, site, delay):
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class SlowSite(CrashingSite):
+    """Takes `delay` simulated seconds for its training."""
+
+    def __init__(self, site, delay, clock):
         super().__init__(site, ())
-        self.delay = delay
+        self.delay, self.clock = delay, clock
 
     def train(self, *args, **kwargs):
         update = self._site.train(*args, **kwargs)
-        time.sleep(self.delay)
+        self.clock.now += self.delay
         return update
 
 
@@ -104,9 +112,9 @@ def test_a_crashing_site_is_left_out_of_that_round_and_rejoins_later():
 
 
 def test_a_site_that_misses_the_deadline_is_left_out_of_that_round():
-    site_list = sites(3)
-    site_list[2] = SlowSite(site_list[2], delay=1.0)
-    record = engine(site_list, participation=Participation(deadline_s=0.5)).run(progress=False).records[0]
+    clock = SimulatedClock()
+    site_list = [SlowSite(s, delay, clock) for s, delay in zip(sites(3), (0.1, 0.4, 1.0))]
+    record = engine(site_list, participation=Participation(deadline_s=0.5), clock=clock).run(progress=False).records[0]
 
     assert statuses(record) == {"s0": ACCEPTED, "s1": ACCEPTED, "s2": FAILED}
     assert "missed the deadline" in record.outcome("s2").reason

@@ -21,6 +21,8 @@ class Strategy(ABC):
     """
 
     server_lr: float = 1.0
+    secure_aggregation: bool = False
+    """True for strategies under which the coordinator never sees one site's update (governance checks it)."""
     parameter_keys: frozenset[str] | None = None
     """The keys that are trainable parameters (the rest are buffers, e.g. batch-norm statistics); None: unknown."""
 
