@@ -31,6 +31,7 @@ from federation.report import APPROACHES, build_summary, combine_seeds, markdown
 from federation.site import Site
 from federation.state import get_state, set_state, trainable_keys
 from federation.validation import UpdateValidator
+from federation.vus_evaluation import VusEvaluation
 from modalities.consortium import Consortium, load_consortium
 from modalities.dataset import collate_batch
 from models.builder import build_model
@@ -91,11 +92,16 @@ def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     summaries = [r.summary for r in runs]
     summary = summaries[0] if len(runs) == 1 else combine_seeds(summaries, seeds)
     table = markdown_table(summary, cfg.get("report", {}).get("table_metrics"), reference=cfg.get("report", {}).get("reference"))
+    # Variant scoring (experiment=vus): held-out genes vs single in-silico scores, calibration (federation/vus_evaluation.py).
+    vus = VusEvaluation(cfg, consortium, runs) if cfg.get("vus_evaluation") else None
+    summary, table = (vus.add_to(summary), table + "\n" + vus.table()) if vus else (summary, table)
     last = runs[-1]
     _write_run(out_dir, cfg, summary, table, last, consortium)
     if cfg.get("governance") is not None and cfg.governance.get("enabled", True):
         for run_dir in run_dirs.values():
             finish(run_dir, cfg.governance)  # the dashboard, from the ledger
+    if vus:
+        vus.write(out_dir)
     print(table)
     return summary
 
