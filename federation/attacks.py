@@ -1,10 +1,10 @@
 """Simulated misbehaving sites, for robustness studies: what a Byzantine or broken site sends.
 
-Configured as `federation.attackers: [{site: <name>, kind: sign_flip, scale: 10}, {site: <name>, kind: nan}]`.
+Configured as `federation.attackers: [{site: <name>, kind: sign_flip, scale: 10}, {site: <name>, kind: non_finite}]`.
 The site trains honestly, then corrupts its update before sending it, so the
 coordinator sees a well-formed message with a harmful content (sign_flip, the
 classic model-poisoning baseline of e.g. Blanchard et al. 2017) or a broken one
-(nan). Simulation only: a deployed site runs federation/site.py unchanged.
+(non_finite: NaN everywhere). Simulation only: a deployed site runs federation/site.py unchanged.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from federation.site import Site
 from federation.update import ModelUpdate
 
-ATTACKS = ("sign_flip", "nan")
+ATTACKS = ("sign_flip", "non_finite")
 
 
 class AttackingSite:

@@ -25,7 +25,7 @@ def test_sign_flip_sends_minus_scale_times_the_honest_update():
 
 
 def test_a_nan_site_is_refused_every_round_and_a_robust_strategy_carries_on():
-    sites = with_attackers([tiny_site(n, 6, True, i) for i, n in enumerate("abcd")], [{"site": "b", "kind": "nan"}])
+    sites = with_attackers([tiny_site(n, 6, True, i) for i, n in enumerate("abcd")], [{"site": "b", "kind": "non_finite"}])
     result = InProcessEngine(sites, tiny_module(), Median(), 2, {"max_epochs": 1}, seed=0).run(progress=False)
 
     assert [r.outcome("b").status for r in result.records] == [REJECTED, REJECTED]
@@ -35,6 +35,6 @@ def test_a_nan_site_is_refused_every_round_and_a_robust_strategy_carries_on():
 def test_attackers_must_name_sites_of_the_consortium_and_known_attacks():
     sites = [tiny_site("a", 4, True, 1)]
     with pytest.raises(ValueError, match="lacks: \\['z'\\]"):
-        with_attackers(sites, [{"site": "z", "kind": "nan"}])
+        with_attackers(sites, [{"site": "z", "kind": "non_finite"}])
     with pytest.raises(ValueError, match="unknown attack 'flood'"):
         with_attackers(sites, [{"site": "a", "kind": "flood"}])
