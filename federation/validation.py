@@ -3,7 +3,9 @@
 Each update is first checked for what the global model cannot absorb (unknown
 keys, wrong shapes or dtypes, NaN/Inf, keys without samples), then for a norm far
 outside the round's cohort: more than `max_norm_ratio` times the median norm of
-the round's well-formed updates. A refused update is left out of the aggregate and
+the round's well-formed updates. Norms are taken over the keys every well-formed
+update sent (fusion, head): a site with more modalities trains more parameters,
+and its whole update is larger without being an outlier. A refused update is left out of the aggregate and
 its reason goes into the round's record; the round goes on with the others.
 """
 from __future__ import annotations
@@ -38,13 +40,14 @@ class UpdateValidator:
             else:
                 well_formed.append(update)
         accepted = []
-        norms = {u.site: u.norm() for u in well_formed}
-        bound = self._norm_bound(list(norms.values()))
+        shared = set.intersection(*(set(u.deltas) for u in well_formed)) if well_formed else set()
+        norms = {u.site: shared_norm(u, shared) for u in well_formed}
+        bound = self._norm_bound(list(norms.values())) if shared else None
         for update in well_formed:
             if bound is not None and norms[update.site] > bound:
                 rejected[update.site] = (
-                    f"update norm {norms[update.site]:.4g} is more than {self.max_norm_ratio:g}x "
-                    f"the cohort median {statistics.median(norms.values()):.4g}"
+                    f"update norm {norms[update.site]:.4g} (over the {len(shared)} parameters every site sent) is more "
+                    f"than {self.max_norm_ratio:g}x the cohort median {statistics.median(norms.values()):.4g}"
                 )
             else:
                 accepted.append(update)
@@ -55,3 +58,8 @@ class UpdateValidator:
             return None
         median = statistics.median(norms)
         return self.max_norm_ratio * median if median > 0 else None
+
+
+def shared_norm(update: ModelUpdate, keys: set[str]) -> float:
+    """L2 norm of the update over `keys` only."""
+    return float(sum(float((update.deltas[k].double() ** 2).sum()) for k in keys) ** 0.5)

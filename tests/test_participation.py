@@ -186,6 +186,18 @@ def test_the_validator_refuses_each_malformed_update_and_outlying_norms():
     assert len(UpdateValidator(max_norm_ratio=None).screen(honest, state)[0]) == 4
 
 
+def test_the_norm_rule_compares_sites_on_the_parameters_they_all_sent():
+    site_list = sites(4)  # s0, s2 train the imaging encoder too; s1, s3 only labs
+    module = tiny_module()
+    state = get_state(module, trainable_keys(module))
+    updates = [s.train(module, state, LIMITS, 1, seed=i) for i, s in enumerate(site_list)]
+    imaging = [k for k in updates[0].deltas if "imaging" in k]
+    updates[0].deltas.update({k: updates[0].deltas[k] * 1000 for k in imaging})  # huge, but only where others have nothing
+
+    accepted, rejected = UpdateValidator(max_norm_ratio=10).screen(updates, state)
+    assert not rejected and len(accepted) == 4
+
+
 def test_participation_settings_are_checked():
     with pytest.raises(ValueError, match="fraction"):
         Participation(fraction=0)
