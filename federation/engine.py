@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from federation.evaluation import evaluate
 from federation.participation import Participation
+from federation.privacy.accountant import BudgetExhausted
 from federation.round_record import (
     ACCEPTED,
     FAILED,
@@ -118,6 +119,7 @@ class InProcessEngine:
             record = RoundRecord(round_, [], state, state, ROUND_FAILED, reason)
         self._validate(record.global_state, outcomes)
         record.outcomes = [outcomes[s.name] for s in self.sites]
+        record.privacy = self._privacy_spent()
         if self.findings and record.decision == ROUND_ACCEPTED:
             record.extra |= self.findings(accepted, strategy=self.strategy, previous_state=state)
         for observer in self.observers:
@@ -159,8 +161,17 @@ class InProcessEngine:
         site = self.sites[index]
         outcome = outcomes[site.name]
         started = self.clock()
+        refusal = self._privacy_refusal(site)
+        if refusal:
+            outcome.reason = refusal
+            log.warning("round %d: site %r does not take part: %s", round_, site.name, refusal)
+            return None, None
         try:
             update = site.train(self.module, state, self.local_limits, round_, seed=self.seed + 1000 * round_ + index, objective=objective)
+        except BudgetExhausted as spent:  # the site stops contributing, and says so
+            outcome.reason = str(spent)
+            log.warning("round %d: site %r %s", round_, site.name, spent)
+            return None, None
         except Exception as error:  # a crashing site must not stop the consortium's round
             log.warning("round %d: site %r crashed: %s: %s", round_, site.name, type(error).__name__, error)
             outcome.status, outcome.reason = FAILED, f"crashed: {type(error).__name__}: {error}"
@@ -175,6 +186,20 @@ class InProcessEngine:
             return None, None
         outcome.status, outcome.reason = ACCEPTED, ""
         return update, None
+
+    def _privacy_refusal(self, site) -> str | None:
+        """Site-level DP: why a site whose next contribution would overrun its budget sits this round out."""
+        would_exceed = getattr(self.strategy, "would_exceed", None)
+        if would_exceed and would_exceed(site.name):
+            budget = self.strategy.budget(site.name)
+            return budget.refusal(self.strategy.noise_multiplier, self.strategy.sample_rate)
+        return None
+
+    def _privacy_spent(self) -> dict[str, dict[str, float]]:
+        """Per site, privacy spent so far: DP-SGD budgets kept at the sites, or the site-level DP wrapper's."""
+        spent = {s.name: s.privacy.budget.record() for s in self.sites if getattr(s, "privacy", None) is not None}
+        report = getattr(self.strategy, "privacy_report", None)
+        return spent | (report() if report else {})
 
     def _validate(self, state: StateDict, outcomes: dict[str, SiteOutcome]) -> None:
         """The candidate global model on every site's validation split, as each site runs it (FedBN: its own norms)."""

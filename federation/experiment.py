@@ -27,6 +27,7 @@ from federation.governance import finish
 from federation.governance.run_hooks import governance_hooks
 from federation.outputs import write_json, write_model, write_rows, write_text
 from federation.participation import Participation
+from federation.privacy.hooks import make_sites_private, wrap_strategy
 from federation.report import APPROACHES, build_summary, combine_seeds, markdown_table
 from federation.site import Site
 from federation.state import get_state, set_state, trainable_keys
@@ -124,6 +125,7 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path)
     make_trainer = instantiate(cfg.trainer)
     collate = partial(collate_batch, modalities=model.modalities, readers=consortium.readers)
     sites = [Site(data, collate, cfg.data.batch_size, make_trainer) for data in consortium.sites]
+    make_sites_private(cfg.get("privacy"), sites, local_limits(cfg.federation), cfg.federation.rounds)  # privacy=dp_sgd
     rounds_sites = with_attackers(sites, cfg.federation.get("attackers"))  # simulated Byzantine sites, if configured
     device = evaluation_device(cfg.trainer.accelerator)
     initial = get_state(module, trainable_keys(module))
@@ -132,7 +134,7 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path)
     extra = ExtraEvaluation(cfg.extra_evaluation, consortium.label_space.labels, sites) if cfg.get("extra_evaluation") else None
 
     federation = InProcessEngine(
-        rounds_sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, local_limits(cfg.federation), seed, device,
+        rounds_sites, module, wrap_strategy(instantiate(cfg.federation.strategy), cfg.get("privacy"), cfg.federation.rounds), cfg.federation.rounds, local_limits(cfg.federation), seed, device,
         participation=Participation(**cfg.federation.get("participation", {})),
         validator=UpdateValidator(**cfg.federation.get("validator", {})),
         **governance_hooks(cfg, run_dir, consortium, module, sites, device),

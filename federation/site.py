@@ -8,11 +8,14 @@ lives here too: FedBN's normalisation layers and SCAFFOLD's control variate.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from federation.privacy.dp_sgd import dp_fit
+from federation.privacy.egress import check_egress, serialise_update
 from federation.state import StateDict, get_state, normalisation_keys, set_state
 from federation.update import ModelUpdate
 from modalities.site_data import SiteData
@@ -23,6 +26,24 @@ LOCAL_OBJECTIVES = {"proximal_mu", "scaffold_control", "keep_local"}
 KEEP_LOCAL = {"normalisation": normalisation_keys}
 
 
+@dataclass
+class LocalFit:
+    """What one local fit reports: its task loss, the optimizer steps taken and the step size (SCAFFOLD needs both)."""
+
+    train_loss: float | None
+    steps: int
+    lr: float
+    privacy: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SitePrivacy:
+    """DP-SGD at this site: its calibrated settings and its own budget (federation/privacy/)."""
+
+    config: dict
+    budget: object
+
+
 class Site:
     def __init__(
         self,
@@ -30,8 +51,10 @@ class Site:
         collate: Callable,
         batch_size: int,
         make_trainer: Callable[..., L.Trainer],
+        privacy: SitePrivacy | None = None,
     ):
         self.data = data
+        self.privacy = privacy
         self.name = data.name
         self.collate = collate
         self.batch_size = batch_size
@@ -80,27 +103,41 @@ class Site:
         objective = self._check_objective(objective)
         local_keys = self._local_keys(module, objective, global_state)
         start = self.personalise(global_state)
-        trainer, steps = self.fit(module, start, limits, seed, objective)
+        fit = self.fit(module, start, limits, seed, objective)
         local = get_state(module, list(global_state))
         self.kept_local = {k: local[k] for k in local_keys}
         counts = self._sample_counts([k for k in global_state if k not in local_keys], module.model.modalities)
         deltas = {k: local[k] - global_state[k] for k in counts}
-        controls = self._update_control(objective, start, local, counts, steps, trainer, module) if "scaffold_control" in objective else {}
-        loss = trainer.callback_metrics.get("train/loss")
-        metrics = {"train_loss": float(loss)} if loss is not None else {}
-        return ModelUpdate(self.name, round_, deltas, counts, self.n_train, metrics, controls)
+        controls = self._update_control(objective, start, local, counts, fit, module) if "scaffold_control" in objective else {}
+        metrics = ({"train_loss": fit.train_loss} if fit.train_loss is not None else {}) | fit.privacy
+        update = ModelUpdate(self.name, round_, deltas, counts, self.n_train, metrics, controls)
+        # the site's own egress guard: only known parameter arrays, counts and metrics leave
+        check_egress(serialise_update(update), {k: tuple(v.shape) for k, v in global_state.items()})
+        return update
 
     def fine_tune(self, module: L.LightningModule, global_state: StateDict, limits: dict, seed: int) -> StateDict:
         """Personalisation: the global model (as this site runs it) trained a little more on this site's data alone."""
-        self.fit(module, self.personalise(global_state), limits, seed, {})
+        self.fit(module, self.personalise(global_state), limits, seed, {}, private=False)
         return get_state(module, list(global_state))
 
-    def fit(self, module, start: StateDict, limits: dict, seed: int, objective: dict) -> tuple[L.Trainer, int]:
-        """One local fit from `start`, the objective's extra terms set for its duration only; the trainer and the optimizer steps taken."""
+    def fit(self, module, start: StateDict, limits: dict, seed: int, objective: dict, private: bool = True) -> LocalFit:
+        """One local fit from `start`, the objective's extra terms set for its duration only.
+
+        DP-SGD when the site is private and the result will leave it (`private`); models
+        that stay at the site (local-only baseline, personalisation) train plainly.
+        """
         set_state(module, start)
         L.seed_everything(seed, workers=True, verbose=False)
-        trainer = self.make_trainer(**limits)
         module.set_class_counts(self.class_counts(module.model.n_classes))
+        try:
+            if self.privacy is not None and private:
+                return self._private_fit(module, limits, seed, objective)
+            return self._plain_fit(module, start, limits, seed, objective)
+        finally:
+            module.set_class_counts(None)
+
+    def _plain_fit(self, module, start: StateDict, limits: dict, seed: int, objective: dict) -> LocalFit:
+        trainer = self.make_trainer(**limits)
         mu = float(objective.get("proximal_mu", 0.0))
         if mu > 0:
             module.set_proximal(mu, start)
@@ -111,8 +148,16 @@ class Site:
         finally:
             module.set_proximal(0.0, None)
             module.set_correction(None)
-            module.set_class_counts(None)
-        return trainer, int(trainer.global_step)
+        loss = trainer.callback_metrics.get("train/loss")
+        lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
+        return LocalFit(None if loss is None else float(loss), int(trainer.global_step), lr)
+
+    def _private_fit(self, module, limits: dict, seed: int, objective: dict) -> LocalFit:
+        """DP-SGD through Opacus (federation/privacy/dp_sgd.py); raises BudgetExhausted before training past the budget."""
+        if objective.get("proximal_mu") or "scaffold_control" in objective:
+            raise ValueError(f"site {self.name!r}: DP-SGD trains plain local SGD; the strategy's {sorted(objective)} is not supported with it")
+        spent = dp_fit(module, self.loader("train", shuffle=True, seed=seed), limits, self.privacy.config, self.privacy.budget, seed=seed)
+        return LocalFit(spent.train_loss, 0, 0.0, {"epsilon": spent.epsilon, "delta": spent.delta})
 
     def _check_objective(self, objective: dict | None) -> dict:
         objective = dict(objective or {})
@@ -133,10 +178,10 @@ class Site:
         trained = self._sample_counts([n for n, p in module.named_parameters() if p.requires_grad], module.model.modalities)
         return {k: server_control.get(k, 0) - self.control.get(k, 0) for k in trained if k in server_control or k in self.control}
 
-    def _update_control(self, objective, start: StateDict, local: StateDict, counts: dict, steps: int, trainer, module) -> StateDict:
+    def _update_control(self, objective, start: StateDict, local: StateDict, counts: dict, fit: LocalFit, module) -> StateDict:
         """SCAFFOLD option II: c_i+ = c_i - c + (x - y_i) / (K·lr); returns c_i+ - c_i and keeps c_i+."""
         server = objective["scaffold_control"]
-        lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
+        steps, lr = fit.steps, fit.lr
         if steps == 0 or lr <= 0:
             return {}
         params = {n for n, p in module.named_parameters() if p.requires_grad}

@@ -1,0 +1,51 @@
+"""The coordinator's Flower ServerApp: compose the coordinator config, run the rounds, write the results.
+
+Flower's stock strategies cannot aggregate replies whose arrays differ between
+sites (ours differ by modality), so the ServerApp runs its own round loop
+(coordinator.py) over `grid.send_and_receive` and aggregates with rarefed's
+strategies. Started by the SuperLink for each `flwr run`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from federation.experiment import quiet_lightning
+from federation.flower.config import coordinator_config
+from federation.flower.coordinator import Coordinator
+from federation.flower.link import SiteLink, load_site_keys
+from federation.flower.plan import consortium_plan
+from federation.flower.run_folder import FAILED, FINISHED, RunFolder
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    quiet_lightning()
+    cfg = coordinator_config(context.run_config)
+    folder = RunFolder(cfg.deploy.run_dir)
+    log_to(folder.path / "coordinator.log")
+    rounds = int(cfg.federation.rounds)
+    try:
+        plan = consortium_plan(cfg.data)
+        keys = load_site_keys(cfg.deploy.auth.site_keys, list(plan.sites)) if cfg.deploy.auth.enabled else None
+        link = SiteLink(grid, plan, float(cfg.deploy.rounds.identify_timeout_s), float(cfg.deploy.rounds.message_ttl_s), keys)
+        state = Coordinator(cfg, link, folder).run()
+    except Exception as err:
+        folder.status("stopped", folder.read_status().get("round", 0), rounds, state=FAILED, error=f"{type(err).__name__}: {err}")
+        raise
+    folder.status("done", state.round, rounds, state=FINISHED)
+
+
+def log_to(path: Path) -> None:
+    """The round log on the coordinator's disk too (Flower keeps the ServerApp's output with the SuperLink)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("federation")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)

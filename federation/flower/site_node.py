@@ -1,0 +1,110 @@
+"""A deployed site's side of a round: the ClientApp's work, free of Flower's process model.
+
+Flower starts a fresh ClientApp process for every message, so each message
+composes the site's config, loads this site's own data and builds the model
+again; what `Site` keeps between rounds (FedBN's normalisation layers, SCAFFOLD's
+control variate) is carried in the node's run state (`context.state`), which
+never leaves the site. Every refusal (another consortium config, a message meant
+for another site) raises with the reason; Flower returns it to the coordinator.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from omegaconf import DictConfig
+
+from federation.evaluation import evaluate
+from federation.experiment import evaluation_device, quiet_lightning
+from federation.flower.builder import build_module, build_site, load_own_site
+from federation.flower.config import site_config
+from federation.flower.plan import ConsortiumPlan, consortium_plan
+from federation.flower.records import (
+    META,
+    Instructions,
+    metrics_content,
+    read_instructions,
+    record_to_state,
+    state_to_record,
+    update_to_content,
+)
+from federation.site import Site
+from federation.state import StateDict, set_state
+from federation.update import ModelUpdate
+
+SITE_MEMORY = ("kept_local", "control")
+"""Site attributes that must survive between rounds (StateDicts): FedBN's own norms, SCAFFOLD's c_i."""
+MEMORY_PREFIX = "site."
+
+
+def identify(run_config: Mapping, node_config: Mapping) -> RecordDict:
+    """Which consortium site this node is, and the plan it was configured with (no data is read)."""
+    cfg = site_config(run_config, node_config)
+    plan = consortium_plan(cfg.data)
+    plan.site_index(str(cfg.deploy.site))
+    return RecordDict({META: ConfigRecord({"site": str(cfg.deploy.site), "plan": plan.fingerprint})})
+
+
+class SiteNode:
+    def __init__(self, cfg: DictConfig, plan: ConsortiumPlan, memory: RecordDict):
+        quiet_lightning()
+        self.cfg, self.plan, self.memory = cfg, plan, memory
+        self.name = str(cfg.deploy.site)
+        self.module = build_module(cfg, plan)
+        self.site = build_site(cfg, load_own_site(cfg, plan), self.module)
+        self.device = evaluation_device(cfg.trainer.accelerator)
+        restore_memory(self.site, memory)
+
+    @classmethod
+    def from_context(cls, run_config: Mapping, node_config: Mapping, memory: RecordDict) -> SiteNode:
+        cfg = site_config(run_config, node_config)
+        return cls(cfg, consortium_plan(cfg.data), memory)
+
+    def train(self, content: RecordDict) -> RecordDict:
+        state, instructions = self._accept(content)
+        update = self._train(state, instructions)
+        keep_memory(self.site, self.memory)
+        return update_to_content(update)
+
+    def evaluate(self, content: RecordDict) -> RecordDict:
+        """The global model, as this site runs it (FedBN: its own norms), on the splits asked for."""
+        state, instructions = self._accept(content)
+        set_state(self.module, self.site.personalise(state))
+        metrics = {}
+        for split in instructions.splits or ["val"]:
+            scores = evaluate(self.module.model, self.site.loader(split), self.device)
+            metrics |= {f"{split}_{name}": value for name, value in scores.items()}
+        return metrics_content(self.name, instructions.round, metrics)
+
+    def _train(self, state: StateDict, instructions: Instructions) -> ModelUpdate:
+        """The one call into local training, exactly as the in-process engine makes it."""
+        return self.site.train(self.module, state, instructions.limits, instructions.round, seed=instructions.seed,
+                               objective=instructions.objective)
+
+    def _accept(self, content: RecordDict) -> tuple[StateDict, Instructions]:
+        state, instructions = read_instructions(content)
+        if instructions.plan != self.plan.fingerprint:
+            raise ValueError(
+                f"site {self.name!r}: the coordinator's consortium plan ({instructions.plan}) differs from this site's "
+                f"({self.plan.fingerprint}): sites, modalities or labels in the data config do not match"
+            )
+        if instructions.site != self.name:
+            raise ValueError(f"this node is site {self.name!r}, but the message is for site {instructions.site!r}")
+        return state, instructions
+
+
+def restore_memory(site: Site, memory: RecordDict) -> None:
+    for name in SITE_MEMORY:
+        record = memory.array_records.get(MEMORY_PREFIX + name)
+        if record is not None and hasattr(site, name):
+            setattr(site, name, record_to_state(record))
+
+
+def keep_memory(site: Site, memory: RecordDict) -> None:
+    for name in SITE_MEMORY:
+        tensors = getattr(site, name, None)
+        if tensors:
+            memory[MEMORY_PREFIX + name] = state_to_record({k: torch.as_tensor(v) for k, v in tensors.items()})
+        elif MEMORY_PREFIX + name in memory:
+            memory[MEMORY_PREFIX + name] = ArrayRecord()

@@ -1,0 +1,190 @@
+"""Sample-level DP-SGD at a site, with Opacus: clip each patient's gradient, add Gaussian noise.
+
+Abadi et al. 2016, "Deep Learning with Differential Privacy" (CCS), through Opacus
+(Yousefpour et al. 2021): Poisson-sampled batches, Opacus's DPOptimizer for the
+per-sample clipping and noise, and the site's PrivacyBudget (an RDP accountant)
+stepped once per optimizer step. A plain torch loop over the module's loss
+stands in for `trainer.fit`: Lightning's loop does not give DP-SGD Poisson
+sampling or per-sample gradients.
+
+Per-sample gradients come from Opacus's hooks (`GradSampleModule`) where every
+sample passes through every trained layer (single-modality models such as
+`tabular_lr`), and from one backward pass per sample ("microbatch") where it does
+not: the multimodal model runs each encoder on the patients that have that
+modality only, which Opacus's hooks cannot attribute. `auto` also takes
+microbatches for small batches (FLamby's heart protocol uses 4), where they are faster.
+
+Not DP-compatible: BatchNorm (its statistics mix patients, and its running
+buffers travel in the update). The `resnet` imaging encoder cannot be used: MONAI's
+ResNet normalises its blocks with BatchNorm whatever `norm` says. The `densenet`
+encoder can, with `model.encoders.imaging.backbone.norm=instance`. The HPO-set,
+variant-set, MLP, tabular and frozen-MiniLM encoders, and every fusion and head,
+work; the attention fusion (nn.MultiheadAttention) through microbatches only.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from opacus.accountants.utils import get_noise_multiplier
+from opacus.grad_sample import GradSampleModule
+from opacus.optimizers import DPOptimizer
+from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+from opacus.validators import ModuleValidator
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import DataLoader
+
+from federation.privacy.accountant import PrivacyBudget
+from models.lit_module import drop_modalities
+
+PER_SAMPLE_MODES = ("auto", "opacus", "microbatch")
+HOOKS_FROM_BATCH = 32  # below this, one backward pass per sample was faster here than Opacus's hooks
+
+
+class DPIncompatible(ValueError):
+    """The model has layers DP-SGD cannot train privately (BatchNorm)."""
+
+
+@dataclass
+class DPSpent:
+    epsilon: float
+    delta: float
+    steps: int
+    noise_multiplier: float
+    sample_rate: float
+    train_loss: float
+
+
+def check_dp_compatible(model: nn.Module, mode: str) -> None:
+    """Refuse what the per-sample gradients cannot handle, naming the layers.
+
+    Opacus's hooks: whatever its ModuleValidator rejects (BatchNorm, nn.MultiheadAttention).
+    Microbatches: BatchNorm only (autograd handles attention; BatchNorm mixes patients).
+    """
+    if mode == "opacus":
+        errors = sorted({str(e) for e in ModuleValidator.validate(model, strict=False)})
+    else:
+        errors = sorted({f"{name} is {type(m).__name__}" for name, m in model.named_modules() if isinstance(m, _BatchNorm)})
+    if errors:
+        raise DPIncompatible(f"model cannot be trained with DP-SGD ({mode} per-sample gradients): " + "; ".join(errors)[:600])
+
+
+def calibrate_noise(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """The noise multiplier that spends exactly `epsilon` over `steps` steps (Opacus's search over its RDP accountant)."""
+    if math.isinf(epsilon):
+        return 0.0
+    return get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant="rdp")
+
+
+def planned_steps(limits: Mapping, n_samples: int, batch_size: int) -> int:
+    """Optimizer steps of one local fit: `max_steps`, or `max_epochs` expected Poisson batches per epoch."""
+    if limits.get("max_steps") and limits["max_steps"] > 0:
+        return int(limits["max_steps"])
+    return int(limits.get("max_epochs", 1)) * max(1, round(n_samples / batch_size))
+
+
+def dp_fit(module, loader: DataLoader, limits: Mapping, dp_cfg: Mapping, budget: PrivacyBudget, seed: int = 0) -> DPSpent:
+    """Train `module` in place with DP-SGD for `limits`; return the privacy spent so far (budget checked first).
+
+    `dp_cfg`: `noise_multiplier` (already calibrated, see `calibrate_noise`), `max_grad_norm`,
+    `per_sample_grads` (auto | opacus | microbatch). Raises BudgetExhausted before any
+    training when the fit would overrun `budget`.
+    """
+    model = module.model
+    dataset, batch_size = loader.dataset, loader.batch_size
+    mode = _per_sample_mode(dp_cfg.get("per_sample_grads", "auto"), model, batch_size)
+    check_dp_compatible(model, mode)
+    sample_rate = batch_size / len(dataset)
+    steps = planned_steps(limits, len(dataset), batch_size)
+    sigma = float(dp_cfg["noise_multiplier"])
+    budget.check(sigma, sample_rate, steps)
+    generator = torch.Generator().manual_seed(seed)
+    sampler = UniformWithReplacementSampler(num_samples=len(dataset), sample_rate=sample_rate, generator=generator)
+    optimizer = DPOptimizer(
+        module.configure_optimizers(), noise_multiplier=sigma, max_grad_norm=float(dp_cfg["max_grad_norm"]),
+        expected_batch_size=batch_size, loss_reduction="mean", generator=generator,
+    )
+    optimizer.attach_step_hook(budget.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+    was_training = model.training
+    model.train()
+    wrapped = GradSampleModule(model, loss_reduction="mean") if mode == "opacus" else None
+    try:
+        losses = _train_steps(module, wrapped, optimizer, sampler, dataset, loader.collate_fn, steps)
+    finally:
+        if wrapped is not None:
+            wrapped._close()
+        model.train(was_training)
+    epsilon, delta = budget.spent()
+    return DPSpent(epsilon, delta, steps, sigma, sample_rate, sum(losses) / max(len(losses), 1))
+
+
+def _per_sample_mode(mode: str, model: nn.Module, batch_size: int) -> str:
+    if mode not in PER_SAMPLE_MODES:
+        raise ValueError(f"per_sample_grads must be one of {PER_SAMPLE_MODES}, got {mode!r}")
+    if mode == "auto":
+        single = len(getattr(model, "modalities", ())) == 1
+        return "opacus" if single and batch_size >= HOOKS_FROM_BATCH else "microbatch"
+    return mode
+
+
+def _train_steps(module, wrapped, optimizer: DPOptimizer, sampler, dataset, collate, steps: int) -> list[float]:
+    device = next(module.model.parameters()).device
+    params = [p for p in module.model.parameters() if p.requires_grad]
+    losses, done = [], 0
+    while done < steps:
+        for indices in sampler:
+            if done == steps:
+                break
+            optimizer.zero_grad(set_to_none=True)
+            if indices:
+                batch = _to(collate([dataset[i] for i in indices]), device)
+                if module.hparams.get("modality_dropout", 0) > 0:
+                    batch = {**batch, "present": drop_modalities(batch["present"], module.hparams.modality_dropout)}
+                losses.append(_per_sample_grads(module, wrapped, batch, params))
+            else:  # an empty Poisson batch is still a noisy step: the accountant counts it
+                for p in params:
+                    p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+            optimizer.step()
+            done += 1
+    return losses
+
+
+def _per_sample_grads(module, wrapped, batch: dict, params: list[torch.Tensor]) -> float:
+    """Fill p.grad_sample ([B, *p.shape]); returns the batch's mean loss."""
+    if wrapped is not None:
+        loss = module.loss(wrapped(batch["inputs"], batch["present"]), batch["label"])
+        loss.backward()
+        return float(loss.detach())
+    n = len(batch["label"])
+    per_sample = [[] for _ in params]
+    total = 0.0
+    for i in range(n):
+        one = _slice(batch, i, n)
+        loss = module.loss(module.model(one["inputs"], one["present"]), one["label"])
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for store, grad, p in zip(per_sample, grads, params):
+            store.append(torch.zeros_like(p) if grad is None else grad)
+        total += float(loss.detach())
+    for p, store in zip(params, per_sample):
+        p.grad_sample = torch.stack(store)
+    return total / n
+
+
+def _slice(value, i: int, n: int):
+    """Row i of a collated batch (tensors and lists whose first dimension is the batch)."""
+    if isinstance(value, Mapping):
+        return {k: _slice(v, i, n) for k, v in value.items()}
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
+        return value[i : i + 1]
+    if isinstance(value, list) and len(value) == n:
+        return value[i : i + 1]
+    return value
+
+
+def _to(value, device):
+    if isinstance(value, Mapping):
+        return {k: _to(v, device) for k, v in value.items()}
+    return value.to(device) if isinstance(value, torch.Tensor) else value

@@ -1,0 +1,76 @@
+"""Loss-threshold membership inference against the federated model.
+
+Yeom et al. 2018, "Privacy Risk in Machine Learning: Analyzing the Connection to
+Overfitting" (CSF): a model's loss is lower on the patients it trained on, so an
+attacker who sees a patient's record and the model guesses "member" when the loss
+is under a threshold. Over all thresholds that is the ROC curve of -loss for
+members (the sites' training patients) against non-members (their held-out test
+patients); AUC 0.5 is a coin toss. The attacker here holds the final global model,
+as any model user or site does.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from federation.evaluation import predict
+from federation.experiment import local_limits
+from federation.privacy.simulation import run_private_federation
+from federation.site import Site
+from modalities.consortium import Consortium
+from modalities.dataset import collate_batch
+from models.builder import build_model
+from models.lit_module import MultimodalLitModule
+
+
+def per_sample_losses(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of each patient, and whether the model's top class is right."""
+    logits, labels = predict(model, loader)
+    if not len(labels):
+        return torch.empty(0), torch.empty(0, dtype=torch.bool)
+    return F.cross_entropy(logits, labels, reduction="none"), logits.argmax(1) == labels
+
+
+def loss_threshold_attack(member_losses: torch.Tensor, nonmember_losses: torch.Tensor) -> dict[str, float]:
+    """AUC of -loss as a membership score, and the best threshold's advantage (TPR - FPR)."""
+    if not len(member_losses) or not len(nonmember_losses):
+        raise ValueError("the attack needs both members and non-members")
+    truth = np.r_[np.ones(len(member_losses)), np.zeros(len(nonmember_losses))]
+    score = -torch.cat([member_losses, nonmember_losses]).double().numpy()
+    fpr, tpr, _ = roc_curve(truth, score)
+    return {"auc": float(roc_auc_score(truth, score)), "advantage": float((tpr - fpr).max())}
+
+
+def attack_federation(cfg: DictConfig, privacy_cfg, consortium: Consortium, seed: int) -> dict[str, float]:
+    """Train the federation under `privacy_cfg`, then attack its final model."""
+    L.seed_everything(seed, verbose=False)
+    model = build_model(cfg.model, consortium.modalities, consortium.label_space.labels)
+    loss = instantiate(cfg.model.loss) if cfg.model.get("loss") else None
+    optimizer = instantiate(cfg.federation.get("optimizer") or cfg.model.optimizer)
+    module = MultimodalLitModule(model, optimizer=optimizer, loss=loss, **cfg.model.get("training", {}))
+    collate = partial(collate_batch, modalities=model.modalities, readers=consortium.readers)
+    sites = [Site(data, collate, cfg.data.batch_size, instantiate(cfg.trainer)) for data in consortium.sites]
+    privacy = OmegaConf.to_container(privacy_cfg, resolve=True) if isinstance(privacy_cfg, DictConfig) else privacy_cfg
+    run = run_private_federation(sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, local_limits(cfg.federation), seed, privacy)
+    members, nonmembers, correct = [], [], []
+    for site in sites:
+        train_losses, _ = per_sample_losses(model, site.loader("train"))
+        test_losses, right = per_sample_losses(model, site.loader("test"))
+        members.append(train_losses)
+        nonmembers.append(test_losses)
+        correct.append(right)
+    result = loss_threshold_attack(torch.cat(members), torch.cat(nonmembers))
+    spent = run.rounds[-1]["privacy"]
+    epsilon = max((p["epsilon"] for p in spent.values()), default=float("inf"))
+    return result | {
+        "test_accuracy": float(torch.cat(correct).float().mean()),  # over all test patients
+        "centre_accuracy": float(np.mean([c.float().mean() for c in correct if len(c)])),  # mean over sites, as FLamby
+        "epsilon": epsilon,
+    }

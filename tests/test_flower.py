@@ -1,0 +1,426 @@
+"""The Flower deployment's logic without processes: records, plan, the round loop over a grid that
+delivers every message to the real ClientApp in this process, faults, checkpoint and resume.
+
+The slow tests (test_flower_deployment.py) run the same code as real SuperLink and
+SuperNode processes; these check what could go wrong in it, quickly.
+"""
+from __future__ import annotations
+
+import itertools
+import subprocess
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+from hydra.utils import instantiate
+
+from federation.engine import InProcessEngine
+from federation.experiment import local_limits
+from federation.flower import client_app
+from federation.flower.builder import build_module, build_strategy
+from federation.flower.config import (
+    compose_config,
+    join_overrides,
+    node_config_string,
+    site_config,
+)
+from federation.flower.coordinator import Coordinator
+from federation.flower.link import SiteLink
+from federation.flower.plan import consortium_plan, own_site_data
+from federation.flower.records import (
+    DELTAS,
+    META,
+    MalformedMessage,
+    update_from_content,
+    update_to_content,
+)
+from federation.flower.run_folder import RunFolder
+from federation.round_record import ACCEPTED, FAILED, REJECTED, ROUND_FAILED
+from federation.site import Site
+from federation.state import get_state, trainable_keys
+from federation.update import ModelUpdate
+from modalities.consortium import load_consortium
+from modalities.dataset import collate_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+SITES = ("north", "south", "east")
+COLUMNS = 14  # UCI heart disease: 13 inputs and `num`
+
+
+# ---------------------------------------------------------------- a tiny tabular consortium
+
+def write_table_consortium(root: Path, sites=SITES, rows: int = 48, seed: int = 0) -> Path:
+    """Heart-disease-format files (one per site) whose label follows a noisy linear rule: easy to learn, quick to train."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for shift, site in enumerate(sites):
+        lines = []
+        for _ in range(rows):
+            age, exang, oldpeak = rng.uniform(30, 75) + 3 * shift, rng.integers(0, 2), rng.uniform(0, 4)
+            thalach, cp = rng.uniform(90, 200), rng.integers(1, 5)
+            z = 0.08 * (age - 55) + 1.5 * exang + 0.9 * oldpeak - 0.04 * (thalach - 145) + 1.5 * (cp == 4) - 1.8 + rng.normal(0, 0.3)
+            values = [age, rng.integers(0, 2), cp, rng.uniform(100, 180), rng.uniform(150, 350), rng.integers(0, 2),
+                      rng.integers(0, 3), thalach, exang, oldpeak]
+            lines.append(",".join(f"{float(v):.1f}" for v in values) + ",?,?,?," + str(int(z > 0)))
+        (root / f"{site}.data").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def consortium_overrides(root: Path, rounds: int = 2, strategy: str = "fedavg", sites=SITES) -> list[str]:
+    """Hydra overrides for the tiny consortium: FLamby's heart pipeline, a logistic regression, a few local steps."""
+    entries = ",".join(f"{{name: {s}, path: {s}.data}}" for s in sites)
+    return [
+        "data=heart", "model=tabular_lr", f"federation={strategy}", f"data.root={root}", f"data.sites=[{entries}]",
+        f"federation.rounds={rounds}", "federation.local_steps=8", "model.optimizer.lr=0.05", "data.batch_size=8", "seed=3",
+        "data.split.method=draw", "+data.split.fractions={train: 0.6, val: 0.2, test: 0.2}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def table_root(tmp_path_factory) -> Path:
+    return write_table_consortium(tmp_path_factory.mktemp("tables"))
+
+
+# ---------------------------------------------------------------- a grid that delivers in this process
+
+class InProcessGrid(Grid):
+    """Delivers each message to a node's handler at once (the real ClientApp unless a test replaces it)."""
+
+    def __init__(self, nodes: dict[int, Callable[[Message], Message | None]]):
+        # what a ServerApp process is told by its SuperLink: messages are stamped with it
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
+        self.nodes = nodes
+        self.sent: list[Message] = []
+        self.replies: list[Message] = []
+        self._ids = itertools.count()
+
+    def set_run(self, run) -> None:  # pragma: no cover - not used here
+        pass
+
+    @property
+    def run(self):  # pragma: no cover
+        return None
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # pragma: no cover
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+    def push_messages(self, messages):  # pragma: no cover
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):  # pragma: no cover
+        raise NotImplementedError
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = f"m{next(self._ids)}"
+            self.sent.append(message)
+            reply = self.nodes[message.metadata.dst_node_id](message)
+            if reply is not None:
+                replies.append(reply)
+        self.replies += replies
+        return replies
+
+
+def client_node(node_id: int, site: str, consortium: list[str], data_path: str | None = None) -> Callable[[Message], Message]:
+    """The real ClientApp behind one node, with this node's config and its own run state, as a SuperNode would keep it."""
+    run_config = {"consortium": join_overrides(consortium), "coordinator": ""}
+    node_config = {"site": site, "data": data_path or "", "overrides": ""}
+    context = Context(run_id=1, node_id=node_id, node_config=node_config, state=RecordDict(), run_config=run_config)
+    return lambda message: client_app.app(message, context)
+
+
+def coordinator(overrides: list[str], grid: Grid, run_dir: Path) -> Coordinator:
+    timeouts = ["deploy.rounds.wait_for_all_s=0", "deploy.rounds.wait_for_min_s=0", f"deploy.run_dir={run_dir}"]
+    cfg = compose_config("deploy/coordinator", overrides + timeouts)
+    link = SiteLink(grid, consortium_plan(cfg.data), identify_timeout_s=5, ttl_s=60)
+    return Coordinator(cfg, link, RunFolder(run_dir))
+
+
+def in_process_run(overrides: list[str]):
+    """The in-process engine on the same config and seed: the reference the deployment must match."""
+    cfg = compose_config("train", overrides)
+    plan = consortium_plan(cfg.data)
+    consortium = load_consortium(cfg.data, seed=cfg.seed)
+    module = build_module(cfg, plan)
+    collate = partial(collate_batch, modalities=module.model.modalities, readers=consortium.readers)
+    sites = [Site(data, collate, cfg.data.batch_size, instantiate(cfg.trainer)) for data in consortium.sites]
+    strategy, participation, validator = build_strategy(cfg)
+    engine = InProcessEngine(sites, module, strategy, cfg.federation.rounds, local_limits(cfg.federation), cfg.seed,
+                             participation=participation, validator=validator)
+    return engine.run(progress=False), sites, module
+
+
+def nodes_for(overrides: list[str], sites=SITES) -> dict[int, Callable]:
+    return {100 + i: client_node(100 + i, site, overrides) for i, site in enumerate(sites)}
+
+
+# ---------------------------------------------------------------- records and plan
+
+def _update(**changes) -> ModelUpdate:
+    fields = {"site": "north", "round": 2, "deltas": {"w": torch.ones(2, 3)}, "sample_counts": {"w": 5}, "n_samples": 5,
+              "metrics": {"train_loss": 0.4}} | changes
+    return ModelUpdate(**fields)
+
+
+def test_an_update_survives_the_trip_as_records():
+    update = _update(deltas={"encoders.imaging.w": torch.randn(2, 3), "head.b": torch.randn(4)},
+                     sample_counts={"encoders.imaging.w": 3, "head.b": 5})
+
+    back = update_from_content(update_to_content(update), expected_round=2)
+
+    assert back.site == "north" and back.n_samples == 5 and back.sample_counts == update.sample_counts
+    assert all(torch.equal(back.deltas[k], update.deltas[k]) for k in update.deltas)
+    assert back.metrics == pytest.approx({"train_loss": 0.4})
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda c: c.pop(META), "no ConfigRecord 'meta'"),
+    (lambda c: c[META].__setitem__("round", 1), "answered for round 1, expected round 2"),
+    (lambda c: c[META].__setitem__("n_samples", 0), "n_samples is 0"),
+    (lambda c: c.__setitem__(DELTAS, ArrayRecord()), "name different parameters"),
+])
+def test_a_malformed_reply_is_refused_with_its_reason(damage, reason):
+    content = update_to_content(_update())
+    damage(content)
+
+    with pytest.raises(MalformedMessage, match=reason):
+        update_from_content(content, expected_round=2)
+
+
+def test_plan_seeds_follow_the_in_process_rule(table_root):
+    cfg = compose_config("train", consortium_overrides(table_root))
+
+    plan = consortium_plan(cfg.data)
+
+    assert plan.sites == SITES and plan.labels == ("0", "1") and plan.modalities == ("tabular",)
+    assert [plan.seed(3, 2, s) for s in SITES] == [3 + 2000, 3 + 2001, 3 + 2002]
+
+
+def test_a_site_reads_only_its_own_file(table_root, tmp_path):
+    moved = tmp_path / "elsewhere.data"
+    moved.write_text((table_root / "south.data").read_text())
+    cfg = compose_config("train", consortium_overrides(table_root))
+
+    narrowed = own_site_data(cfg.data, "south", str(moved))
+
+    assert [dict(s) for s in narrowed.sites] == [{"name": "south", "path": str(moved)}]
+    assert [s.name for s in load_consortium(narrowed, seed=0).sites] == ["south"]
+
+
+def test_the_coordinator_refuses_a_config_without_labels(table_root):
+    cfg = compose_config("train", consortium_overrides(table_root) + ["data.labels=null"])
+
+    with pytest.raises(ValueError, match="data.labels"):
+        consortium_plan(cfg.data)
+
+
+def test_node_config_round_trips_into_the_site_config(table_root):
+    text = node_config_string("south", "/data/south.data", ["trainer.precision=32-true"])
+    from flwr.common.config import parse_config_args
+
+    node_config = parse_config_args([text])
+    cfg = site_config({"consortium": join_overrides(consortium_overrides(table_root))}, node_config)
+
+    assert (cfg.deploy.site, cfg.deploy.data_path, cfg.trainer.precision) == ("south", "/data/south.data", "32-true")
+
+
+# ---------------------------------------------------------------- the round loop
+
+def test_the_deployment_ends_where_the_in_process_engine_ends(table_root, tmp_path):
+    overrides = consortium_overrides(table_root)
+    reference, _, _ = in_process_run(overrides)
+
+    state = coordinator(overrides, InProcessGrid(nodes_for(overrides)), tmp_path).run()
+
+    assert state.round == 2 and set(state.global_state) == set(reference.global_state)
+    for key, value in reference.global_state.items():
+        torch.testing.assert_close(state.global_state[key], value, rtol=1e-5, atol=1e-6)
+    deployed = {(r["round"], r["site"]): r for r in state.history}
+    for row in reference.history:
+        assert deployed[(row["round"], row["site"])]["val_accuracy"] == pytest.approx(row["val_accuracy"], nan_ok=True)
+    for name in ("model.safetensors", "metrics.csv", "rounds.json", "final_metrics.json", "checkpoint.pt", "config.yaml"):
+        assert (tmp_path / name).exists(), name
+
+
+@pytest.mark.slow
+def test_sites_with_different_modalities_end_where_the_in_process_engine_ends(tmp_path):
+    """The smoke consortium: each site trains (and sends) only its modalities' parameters, so key sets differ."""
+    base = ["experiment=smoke", f"paths.data_dir={tmp_path / 'data'}", "progress=false"]
+    labels = load_consortium(compose_config("train", base).data, seed=0).label_space.labels
+    overrides = base + ["data.labels=[" + ",".join(f"'{label}'" for label in labels) + "]"]
+    reference, sites, _ = in_process_run(overrides)
+    grid = InProcessGrid({100 + i: client_node(100 + i, site.name, overrides) for i, site in enumerate(sites)})
+
+    state = coordinator(overrides, grid, tmp_path / "run").run()
+
+    trained = {r.content[META]["site"]: frozenset(r.content[DELTAS]) for r in grid.replies if r.metadata.message_type == "train"}
+    assert len(set(trained.values())) == len(sites)  # every site sent its own set of parameters
+    assert all(site["status"] == ACCEPTED for r in state.rounds for site in r["sites"].values())
+    for key, value in reference.global_state.items():
+        torch.testing.assert_close(state.global_state[key], value, rtol=1e-5, atol=1e-6)
+
+
+def _replace_reply(handler, change: Callable[[Message], Message | None]):
+    return lambda message: change(handler(message)) if message.metadata.message_type == "train" else handler(message)
+
+
+def _wrong_round(reply: Message) -> Message:
+    reply.content[META]["round"] = 99
+    return reply
+
+
+def _wrong_shape(reply: Message) -> Message:
+    deltas = reply.content[DELTAS]
+    key = next(iter(deltas))
+    deltas[key] = Array(np.zeros((7, 7), np.float32))
+    return reply
+
+
+def _garbage(reply: Message) -> Message:
+    return Message(RecordDict({"junk": ConfigRecord({"a": 1})}), reply_to=_request_of(reply))
+
+
+_requests: dict[str, Message] = {}
+
+
+def _request_of(reply: Message) -> Message:
+    return _requests[reply.metadata.reply_to_message_id]
+
+
+def _remember(handler):
+    def wrapped(message):
+        _requests[message.metadata.message_id] = message
+        return handler(message)
+    return wrapped
+
+
+@pytest.mark.parametrize("fault, reason", [
+    (_garbage, "no ConfigRecord 'meta'"),
+    (_wrong_round, "answered for round 99, expected round 1"),
+    (_wrong_shape, "has shape (7, 7)"),
+])
+def test_a_bad_reply_is_rejected_and_the_round_goes_on(table_root, tmp_path, fault, reason):
+    overrides = consortium_overrides(table_root, rounds=1)
+    nodes = nodes_for(overrides)
+    nodes[102] = _remember(_replace_reply(nodes[102], fault))
+
+    state = coordinator(overrides, InProcessGrid(nodes), tmp_path).run()
+
+    sites = state.rounds[0]["sites"]
+    assert state.rounds[0]["decision"] == "accepted"
+    assert [sites[s]["status"] for s in SITES] == [ACCEPTED, ACCEPTED, REJECTED]
+    assert reason in sites["east"]["reason"]
+
+
+def test_a_silent_site_fails_its_round_and_a_round_short_of_sites_fails(table_root, tmp_path):
+    overrides = consortium_overrides(table_root, rounds=1) + ["federation.participation.min_sites=3"]
+    nodes = nodes_for(overrides)
+    nodes[101] = _replace_reply(nodes[101], lambda reply: None)
+    run = coordinator(overrides, InProcessGrid(nodes), tmp_path)
+    initial = get_state(run.module, trainable_keys(run.module))
+
+    state = run.run()
+
+    record = state.rounds[0]
+    assert record["decision"] == ROUND_FAILED and "fewer than participation.min_sites=3" in record["reason"]
+    assert record["sites"]["south"]["status"] == FAILED and "no reply" in record["sites"]["south"]["reason"]
+    assert [record["sites"][s]["status"] for s in ("north", "east")] == [ACCEPTED, ACCEPTED]
+    assert all(torch.equal(state.global_state[k], initial[k]) for k in initial)
+
+
+def test_a_node_configured_for_another_consortium_is_refused(table_root, tmp_path):
+    overrides = consortium_overrides(table_root, rounds=1)
+    nodes = nodes_for(overrides, SITES[:2])
+    nodes[102] = client_node(102, "east", overrides + ["data.labels=[no,yes]"])
+
+    state = coordinator(overrides, InProcessGrid(nodes), tmp_path).run()
+
+    sites = state.rounds[0]["sites"]
+    assert [sites[s]["status"] for s in SITES] == [ACCEPTED, ACCEPTED, FAILED]
+    assert sites["east"]["reason"].startswith("not connected (node 102 refused: site 'east' runs another consortium plan")
+
+
+def test_a_resumed_coordinator_ends_where_an_uninterrupted_one_ends(table_root, tmp_path):
+    overrides = consortium_overrides(table_root, rounds=2, strategy="fedadam")
+    uninterrupted = coordinator(overrides, InProcessGrid(nodes_for(overrides)), tmp_path / "whole").run()
+    crashing = coordinator(overrides, InProcessGrid(nodes_for(overrides)), tmp_path / "resumed")
+    crashing.rounds = 1  # the first process dies after round 1's checkpoint
+    crashing.run()
+
+    resumed = coordinator(overrides, InProcessGrid(nodes_for(overrides)), tmp_path / "resumed").run()
+
+    assert [r["round"] for r in resumed.rounds] == [1, 2]
+    for key, value in uninterrupted.global_state.items():
+        torch.testing.assert_close(resumed.global_state[key], value, rtol=1e-6, atol=1e-7)
+
+
+def test_a_checkpoint_of_another_config_is_not_resumed(table_root, tmp_path):
+    overrides = consortium_overrides(table_root, rounds=1)
+    coordinator(overrides, InProcessGrid(nodes_for(overrides)), tmp_path).run()
+
+    with pytest.raises(ValueError, match="another consortium or config"):
+        coordinator(overrides + ["seed=4"], InProcessGrid(nodes_for(overrides + ["seed=4"])), tmp_path).run()
+
+
+# ---------------------------------------------------------------- certificates and what a site is told
+
+def test_certificates_name_the_coordinator_and_sites_get_p384_keys(tmp_path):
+    from federation.flower.loopback import make_certificates
+
+    make_certificates(tmp_path, "coordinator.example.org", ["north", "south"])
+
+    san = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "server.pem"), "-noout", "-ext", "subjectAltName"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "DNS:coordinator.example.org" in san and "IP Address:127.0.0.1" in san
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "ca.crt"), str(tmp_path / "server.pem")],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr
+    for site in ("north", "south"):
+        fingerprint = subprocess.run(["ssh-keygen", "-l", "-f", str(tmp_path / "sites" / f"{site}.pub")],
+                                     capture_output=True, text=True, check=True).stdout
+        assert fingerprint.startswith("384 ") and "(ECDSA)" in fingerprint
+        assert (tmp_path / "sites" / site).stat().st_mode & 0o077 == 0  # the private key is the site's alone
+
+
+def test_certificates_are_kept_when_sites_are_added(tmp_path):
+    from federation.flower.loopback import make_certificates
+
+    make_certificates(tmp_path, "127.0.0.1", ["north"])
+    ca, key = (tmp_path / "ca.crt").read_bytes(), (tmp_path / "sites" / "north").read_bytes()
+
+    make_certificates(tmp_path, "127.0.0.1", ["north", "south"])
+
+    assert (tmp_path / "ca.crt").read_bytes() == ca and (tmp_path / "sites" / "north").read_bytes() == key
+    assert (tmp_path / "sites" / "south.pub").exists()
+
+
+@pytest.mark.parametrize("line, says", [
+    ("WARNING :   Connection attempt failed, retrying in 0.98 seconds", "not reachable yet; retrying with backoff (giving up after 60s"),
+    ("[code: 2004] Failed to activate SuperNode.", "refused this site's key"),
+    ("ssl.SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED]", "not signed by"),
+])
+def test_a_site_is_told_what_it_waits_for(line, says, table_root):
+    from federation.flower.launch import explain
+
+    cfg = compose_config("deploy/site", consortium_overrides(table_root) + ["deploy.site=north", "deploy.retry.max_wait_time_s=60"])
+
+    assert says in explain(line, cfg.deploy)
+    assert explain("INFO :      Received successfully", cfg.deploy) is None
+
+
+def test_simulated_nodes_are_the_consortium_sites_in_order(table_root):
+    run_config = {"consortium": join_overrides(consortium_overrides(table_root))}
+
+    names = [site_config(run_config, {"partition-id": i, "num-partitions": 3}).deploy.site for i in range(3)]
+
+    assert names == list(SITES)

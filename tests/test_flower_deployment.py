@@ -1,0 +1,154 @@
+"""The deployment as real processes on loopback: a SuperLink with TLS and node authentication, one SuperNode per
+site, `flwr run` of the rarefed app; a site and the coordinator crash mid-run.
+
+Slow (minutes each: Flower starts a process per message and polls every 3 s).
+Each test has its own run folder, FLWR_HOME, certificates and free ports, and
+stops every process it started, also when it fails. Timeouts are hang protection
+only; the assertions are about what the run recorded and the model it ended with.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_flower import (
+    SITES,
+    consortium_overrides,
+    in_process_run,
+    write_table_consortium,
+)
+
+from federation.evaluation import evaluate
+from federation.flower import deployment as flower
+from federation.flower.builder import build_module
+from federation.flower.config import SITE_CONFIG, compose_config
+from federation.flower.launch import start_coordinator, start_site
+from federation.flower.loopback import Loopback, make_certificates
+from federation.flower.plan import consortium_plan
+from federation.flower.run_folder import RunFolder
+from federation.round_record import ACCEPTED, FAILED
+
+pytestmark = pytest.mark.slow
+HANG_S = 1800  # hang protection for one run on a loaded machine; no test relies on it
+
+
+@pytest.fixture(scope="module")
+def table_root(tmp_path_factory) -> Path:
+    return write_table_consortium(tmp_path_factory.mktemp("tables"))
+
+
+def loopback(tmp_path: Path, consortium: list[str], *deploy: str) -> Loopback:
+    own = [f"deploy.run_dir={tmp_path / 'run'}", f"deploy.certificates={tmp_path / 'certs'}",
+           f"deploy.superlink.port={flower.free_port()}", f"deploy.loopback.first_node_port={flower.free_port()}",
+           "deploy.rounds.reply_timeout_s=900", *deploy]
+    return Loopback(compose_config("deploy/loopback", consortium + own), consortium, own)
+
+
+def wait_for(condition, what: str, timeout_s: float = HANG_S, poll_s: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what}")
+        time.sleep(poll_s)
+
+
+def rounds_of(run_dir: Path) -> list[dict]:
+    return json.loads((run_dir / "rounds.json").read_text())["rounds"]
+
+
+def assert_same_model(run_dir: Path, module) -> None:
+    deployed = load_file(str(run_dir / "model.safetensors"))
+    reference = module.model.state_dict()
+    assert set(deployed) == set(reference)
+    for key, value in reference.items():
+        torch.testing.assert_close(deployed[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_three_sites_train_two_rounds_over_tls_and_match_the_in_process_engine(table_root, tmp_path):
+    consortium = consortium_overrides(table_root, rounds=2)
+    _, sites, module = in_process_run(consortium)
+    cfg = compose_config("train", consortium)
+    initial = build_module(cfg, consortium_plan(cfg.data))
+
+    with loopback(tmp_path, consortium) as deployment:
+        status = deployment.run()
+
+    assert status["state"] == "finished", status
+    run_dir = deployment.run_dir
+    assert [r["decision"] for r in rounds_of(run_dir)] == ["accepted", "accepted"]
+    assert all(site["status"] == ACCEPTED for r in rounds_of(run_dir) for site in r["sites"].values())
+    assert_same_model(run_dir, module)
+    final = json.loads((run_dir / "final_metrics.json").read_text())
+    for site in sites:
+        expected = evaluate(module.model, site.loader("test"))
+        assert final[site.name]["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-6)
+        assert final[site.name]["macro_auroc"] == pytest.approx(expected["macro_auroc"], abs=1e-5)
+    before = sum(evaluate(initial.model, s.loader("test"))["accuracy"] for s in sites)
+    assert sum(final[s]["accuracy"] for s in SITES) > before  # the federated model learned something
+
+
+def test_a_node_without_a_registered_key_is_refused(table_root, tmp_path):
+    consortium = consortium_overrides(table_root)
+    cfg = loopback(tmp_path, consortium).cfg
+    make_certificates(Path(cfg.deploy.certificates), "127.0.0.1", [*SITES, "intruder"])
+    service = start_coordinator(cfg)  # registers the consortium's keys only
+    nodes = []
+    try:
+        for site, key in (("north", "north"), ("south", "intruder")):
+            site_cfg = compose_config(SITE_CONFIG, consortium + [
+                f"deploy.site={site}", f"deploy.superlink=127.0.0.1:{cfg.deploy.superlink.port}", f"deploy.port={flower.free_port()}",
+                f"deploy.flwr_home={tmp_path / site}", f"deploy.tls.root_certificates={cfg.deploy.tls.ca_cert}",
+                f"deploy.auth.private_key={Path(cfg.deploy.auth.site_keys) / key}"])
+            nodes.append(start_site(site_cfg, [], tmp_path / f"{site}.log"))
+        registered, intruder = nodes
+
+        wait_for(lambda: not intruder.alive(), "the SuperLink to refuse the unregistered node", timeout_s=300)
+
+        assert intruder.popen.returncode != 0
+        assert "Failed to activate SuperNode" in intruder.log_path.read_text()
+        assert registered.alive()
+    finally:
+        for node in nodes:
+            node.stop()
+        service.stop()
+
+
+def test_a_site_killed_mid_round_leaves_the_round_to_the_others(table_root, tmp_path):
+    consortium = consortium_overrides(table_root, rounds=2) + ["federation.participation.min_sites=2"]
+
+    with loopback(tmp_path, consortium) as deployment:
+        run_id = deployment.service.submit(deployment.consortium, deployment.coordinator_overrides)
+        east = deployment.nodes["east"]
+        wait_for(lambda: "Receiving: train message" in east.log_path.read_text(), "site east to receive its first train message")
+        deployment.kill_site("east")
+        status = deployment.service.wait(run_id, HANG_S)
+
+    assert status["state"] == "finished", status
+    first, second = rounds_of(deployment.run_dir)
+    assert first["decision"] == second["decision"] == "accepted"
+    assert [first["sites"][s]["status"] for s in SITES] == [ACCEPTED, ACCEPTED, FAILED]
+    assert first["sites"]["east"]["reason"]  # e.g. the SuperLink's "node unavailable" error reply
+    assert second["sites"]["east"]["status"] == FAILED
+    assert all(second["sites"][s]["status"] == ACCEPTED for s in ("north", "south"))
+
+
+def test_a_coordinator_killed_mid_run_resumes_and_ends_as_an_uninterrupted_run(table_root, tmp_path):
+    consortium = consortium_overrides(table_root, rounds=2, strategy="fedadam")  # server moments must survive the crash
+    _, _, module = in_process_run(consortium)
+
+    with loopback(tmp_path, consortium, "deploy.rounds.validate_every=0") as deployment:
+        deployment.service.submit(deployment.consortium, deployment.coordinator_overrides)
+        folder = RunFolder(deployment.run_dir)
+        wait_for(lambda: folder.read_status().get("round") == 2, "round 1's checkpoint and round 2's start")
+        deployment.kill_coordinator()
+        deployment.restart_coordinator()
+        status = deployment.run()
+
+    assert status["state"] == "finished", status
+    assert [r["round"] for r in rounds_of(deployment.run_dir)] == [1, 2]
+    assert "resuming after round 1 of 2" in (deployment.run_dir / "coordinator.log").read_text()
+    assert_same_model(deployment.run_dir, module)
