@@ -92,13 +92,13 @@ def test_site_dp_wraps_secure_aggregation():
 
 @pytest.mark.parametrize("choice, kind", [("none", "none"), ("dp_sgd", "dp_sgd"), ("site_dp", "site_dp")])
 def test_privacy_group_composes(choice, kind):
-    cfg = compose_config([f"+privacy={choice}", "experiment=heart_flamby"])
+    cfg = compose_config([f"privacy={choice}", "experiment=heart_flamby"])
 
     assert privacy_kind(cfg.privacy) == kind
 
 
 def test_site_dp_config_calibrates_noise_to_spend_epsilon_over_the_rounds():
-    cfg = compose_config(["+privacy=site_dp", "experiment=heart_flamby", "privacy.epsilon=5.0"])
+    cfg = compose_config(["privacy=site_dp", "experiment=heart_flamby", "privacy.epsilon=5.0"])
     strategy = wrap_strategy(instantiate(cfg.federation.strategy), cfg.privacy, cfg.federation.rounds)
     budget = strategy.budget("cleveland")
 
@@ -110,9 +110,9 @@ def test_site_dp_config_calibrates_noise_to_spend_epsilon_over_the_rounds():
 
 
 def test_dp_sgd_config_gives_each_site_a_budget():
-    cfg = compose_config(["+privacy=dp_sgd"])
+    cfg = compose_config(["privacy=dp_sgd"])
 
     budgets = site_budgets(cfg.privacy, [type("S", (), {"name": n}) for n in ("a", "b")])
 
     assert set(budgets) == {"a", "b"} and budgets["a"].epsilon == cfg.privacy.epsilon
-    assert site_budgets(compose_config(["+privacy=none"]).privacy, []) == {}
+    assert site_budgets(compose_config(["privacy=none"]).privacy, []) == {}
