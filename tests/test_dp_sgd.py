@@ -16,8 +16,8 @@ from support import (
 
 from federation.privacy.accountant import BudgetExhausted, PrivacyBudget
 from federation.privacy.dp_sgd import DPIncompatible, calibrate_noise, dp_fit
-from federation.privacy.hooks import private_train, site_dp_cfg
-from federation.site import Site
+from federation.privacy.hooks import site_dp_cfg
+from federation.site import Site, SitePrivacy
 from federation.state import get_state, trainable_keys
 from modalities.dataset import collate_batch
 from modalities.site_data import SiteData
@@ -104,14 +104,14 @@ def test_calibrated_noise_spends_the_budget_over_the_planned_rounds_then_stops()
     site, rounds, limits = tabular_site(n=40, batch_size=4), 3, {"max_steps": 5}
     privacy = {"kind": "dp_sgd", "epsilon": 2.0, "delta": 1e-3, "max_grad_norm": 1.0, "noise_multiplier": None, "per_sample_grads": "auto"}
     cfg = site_dp_cfg(privacy, site, limits, rounds)
-    budget, module = PrivacyBudget(2.0, 1e-3, site.name), tabular_module()
+    site.privacy, module = SitePrivacy(cfg, PrivacyBudget(2.0, 1e-3, site.name)), tabular_module()
     state = get_state(module, trainable_keys(module))
 
-    spent = [private_train(site, module, state, limits, r, seed=r, dp_cfg=cfg, budget=budget).metrics["epsilon"] for r in range(1, rounds + 1)]
+    spent = [site.train(module, state, limits, r, seed=r).metrics["epsilon"] for r in range(1, rounds + 1)]
 
     assert spent == sorted(spent) and 1.9 < spent[-1] <= 2.0
     with pytest.raises(BudgetExhausted, match="'heart_like' stops contributing.*budget of epsilon=2"):
-        private_train(site, module, state, limits, rounds + 1, seed=9, dp_cfg=cfg, budget=budget)
+        site.train(module, state, limits, rounds + 1, seed=9)
 
 
 def test_stronger_privacy_needs_more_noise():

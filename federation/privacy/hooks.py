@@ -2,21 +2,16 @@
 
 - `wrap_strategy`: site-level DP wraps the configured strategy.
 - `site_budgets`: one PrivacyBudget per site for DP-SGD.
-- `private_train`: what `Site.train` does under DP-SGD, `dp_fit` in place of `trainer.fit`.
+- `make_sites_private`: each DP-SGD site's settings and budget (Site.train then fits with `dp_fit`).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import lightning as L
-
 from federation.privacy.accountant import PrivacyBudget
-from federation.privacy.dp_sgd import calibrate_noise, dp_fit, planned_steps
+from federation.privacy.dp_sgd import calibrate_noise, planned_steps
 from federation.privacy.site_dp import SiteLevelDP
-from federation.state import StateDict, get_state, set_state
 from federation.strategies.base import Strategy
-from federation.update import ModelUpdate
-from models.multimodal import parameter_modality
 
 KINDS = ("none", "dp_sgd", "site_dp")
 
@@ -55,36 +50,6 @@ def site_dp_cfg(privacy_cfg: Mapping, site, limits: Mapping, rounds: int) -> dic
         steps = planned_steps(limits, n, batch) * int(rounds)
         cfg["noise_multiplier"] = calibrate_noise(float(cfg["epsilon"]), float(cfg["delta"]), batch / n, steps)
     return cfg
-
-
-def private_train(site, module, global_state: StateDict, limits: Mapping, round_: int, seed: int, dp_cfg: Mapping, budget: PrivacyBudget) -> ModelUpdate:
-    """Site.train under DP-SGD: the same update, with dp_fit for trainer.fit; raises BudgetExhausted before training."""
-    set_state(module, global_state)
-    L.seed_everything(seed, workers=True, verbose=False)
-    if hasattr(module, "set_class_counts"):  # imbalance losses (models/losses.py) need the site's label counts
-        module.set_class_counts(site.class_counts(module.model.n_classes))
-    try:
-        spent = dp_fit(module, site.loader("train", shuffle=True, seed=seed), limits, dp_cfg, budget, seed=seed)
-    finally:
-        if hasattr(module, "set_class_counts"):
-            module.set_class_counts(None)
-    local = get_state(module, list(global_state))
-    counts = sample_counts(site, list(global_state), module.model.modalities)
-    deltas = {k: local[k] - global_state[k] for k in counts}
-    metrics = {"train_loss": spent.train_loss, "epsilon": spent.epsilon, "delta": spent.delta}
-    return ModelUpdate(site.name, round_, deltas, counts, site.n_train, metrics)
-
-
-def sample_counts(site, keys: list[str], model_modalities: list[str]) -> dict[str, int]:
-    """Per key, the site's training samples that inform it (as Site does)."""
-    by_modality = site.modality_counts()
-    counts = {}
-    for key in keys:
-        modality = parameter_modality(key, model_modalities)
-        count = site.n_train if modality is None else by_modality.get(modality, 0)
-        if count > 0:
-            counts[key] = count
-    return counts
 
 
 def make_sites_private(privacy_cfg: Mapping | None, sites, limits: Mapping, rounds: int) -> None:
