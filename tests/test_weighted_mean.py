@@ -1,4 +1,4 @@
-"""The streaming FedAvg mean equals the reference weighted_mean_per_key, and holds one update at a time."""
+"""FedAvg's streaming per-key mean equals the textbook weighted mean per key, and holds one update at a time."""
 
 import gc
 import weakref
@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from federation.aggregate import weighted_mean_per_key
-from federation.fast_aggregate import streaming_weighted_mean_per_key
 
 
 def _updates(n_sites: int, seed: int) -> list[tuple[dict[str, torch.Tensor], dict[str, int]]]:
@@ -25,15 +24,25 @@ def _updates(n_sites: int, seed: int) -> list[tuple[dict[str, torch.Tensor], dic
     return updates
 
 
+def _textbook_mean(updates) -> dict[str, torch.Tensor]:
+    """The definition, in float64: sum of weight x delta over the sites holding a key, over the sum of their weights."""
+    keys = {key for deltas, weights in updates for key in deltas if weights[key] > 0}
+    mean = {}
+    for key in keys:
+        held = [(deltas[key].double(), float(weights[key])) for deltas, weights in updates if key in deltas and weights[key] > 0]
+        mean[key] = (sum(d * w for d, w in held) / sum(w for _, w in held)).float()
+    return mean
+
+
 @pytest.mark.parametrize("n_sites", [1, 2, 5, 100])
 @pytest.mark.parametrize("accumulate", [torch.float32, torch.float64])
-def test_equals_the_reference_mean(n_sites, accumulate):
+def test_equals_the_textbook_weighted_mean(n_sites, accumulate):
     # Prepare
     updates = _updates(n_sites, seed=n_sites)
 
     # Execute
-    expected = weighted_mean_per_key(updates)
-    got = streaming_weighted_mean_per_key(iter(updates), accumulate=accumulate)
+    expected = _textbook_mean(updates)
+    got = weighted_mean_per_key(iter(updates), accumulate=accumulate)
 
     # Assert
     assert got.keys() == expected.keys()
@@ -46,7 +55,7 @@ def test_does_not_change_the_updates():
     updates = _updates(4, seed=0)
     before = [{k: v.clone() for k, v in deltas.items()} for deltas, _ in updates]
 
-    streaming_weighted_mean_per_key(updates)
+    weighted_mean_per_key(updates)
 
     for (deltas, _), kept in zip(updates, before):
         assert all(torch.equal(deltas[k], kept[k]) for k in kept)
@@ -56,7 +65,7 @@ def test_half_precision_updates_are_summed_in_the_accumulator_dtype():
     big, small = torch.full((4,), 2048.0, dtype=torch.float16), torch.full((4,), 1.0, dtype=torch.float16)
     updates = [({"w": big}, {"w": 1}), ({"w": small}, {"w": 1})]
 
-    mean = streaming_weighted_mean_per_key(updates)
+    mean = weighted_mean_per_key(updates)
 
     # 2048 + 1 is not representable in float16; a float16 running sum would give 1024.0
     assert torch.equal(mean["w"], torch.full((4,), 1024.5))
@@ -79,7 +88,7 @@ def test_a_generator_update_is_released_before_the_next_is_made():
             yield make(i), {"w": 1}  # no name here keeps the update alive
 
     # Execute
-    mean = streaming_weighted_mean_per_key(generate())
+    mean = weighted_mean_per_key(generate())
 
     # Assert
     assert alive_when_making == [0] * 5
@@ -87,4 +96,4 @@ def test_a_generator_update_is_released_before_the_next_is_made():
 
 
 def test_no_updates_give_no_keys():
-    assert streaming_weighted_mean_per_key(iter([])) == {}
+    assert weighted_mean_per_key(iter([])) == {}
