@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from federation.attacks import with_attackers
 from federation.baselines import train_local, train_pooled
+from federation.compression import with_compression
 from federation.engine import InProcessEngine
 from federation.evaluation import predict
 from federation.extra_evaluation import ExtraEvaluation
@@ -126,7 +127,8 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path)
     collate = partial(collate_batch, modalities=model.modalities, readers=consortium.readers)
     sites = [Site(data, collate, cfg.data.batch_size, make_trainer) for data in consortium.sites]
     make_sites_private(cfg.get("privacy"), sites, local_limits(cfg.federation), cfg.federation.rounds)  # privacy=dp_sgd
-    rounds_sites = with_attackers(sites, cfg.federation.get("attackers"))  # simulated Byzantine sites, if configured
+    compressing = with_compression(sites, cfg.federation.get("compression"))  # update codec at each site, if configured
+    rounds_sites = with_attackers(compressing, cfg.federation.get("attackers"))  # simulated Byzantine sites, if configured
     device = evaluation_device(cfg.trainer.accelerator)
     initial = get_state(module, trainable_keys(module))
     log.info("seed %d, consortium: %s", seed, {s.name: (s.n_train, s.data.modalities) for s in sites})
@@ -155,7 +157,15 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path)
     if extra:
         trained_labels = {s.name: set(s.data.splits["train"].labels) for s in sites}
         summary = extra.add_to(summary) | {"extra_evaluation": extra.facts(trained_labels)}
+    if cfg.federation.get("compression"):
+        summary["communication"] = _update_bytes(compressing, cfg.federation.compression)
     return SeedRun(summary, federation.history, final_model, ordered)
+
+
+def _update_bytes(sites: list, compression: DictConfig) -> dict:
+    """What the codec sent: mean serialised bytes per update, per site (federation/compression.py)."""
+    sent = {s.name: round(sum(s.sent_bytes) / len(s.sent_bytes)) for s in sites if s.sent_bytes}
+    return {"compression": OmegaConf.to_container(compression), "mean_bytes_per_update": sent}
 
 
 def _predict_sites(module, sites: list[Site], device: str, extra: ExtraEvaluation | None, approach: str, state=None) -> dict:

@@ -32,3 +32,21 @@ def test_strategy_with_personalisation_partial_participation_and_an_imbalance_lo
         statuses = [r["status"] for r in rows if r["round"] == round_]
         assert statuses.count("skipped") == n_sites - -(-3 * n_sites // 5)  # ceil(0.6 n) asked
         assert all(r["val_accuracy"] != "" for r in rows if r["round"] == round_)
+
+
+def test_update_compression_from_config_reports_what_each_site_sent(data_dir, tmp_path):
+    def run(kind: str) -> dict:
+        cfg = compose_config([
+            "experiment=smoke", f"paths.data_dir={data_dir}", "progress=false", "federation.rounds=1",
+            "federation.local_epochs=1", f"federation.compression={{kind: {kind}}}",
+            "baselines.local=false", "baselines.pooled=false",
+        ])
+        return run_experiment(cfg, tmp_path / kind)["communication"]
+
+    plain, int8 = run("none"), run("int8")
+
+    assert int8["compression"] == {"kind": "int8"}
+    assert plain["mean_bytes_per_update"].keys() == int8["mean_bytes_per_update"].keys() != set()
+    for site, sent in int8["mean_bytes_per_update"].items():
+        # one byte a value instead of four, plus a header and two scalars per key
+        assert sent < 0.4 * plain["mean_bytes_per_update"][site]
