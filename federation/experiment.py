@@ -86,6 +86,8 @@ def baseline_limits(cfg: DictConfig) -> dict:
 def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     """One run, or one per training seed in `cfg.seeds` (same data, mean and sd over seeds in the summary)."""
     quiet_lightning()
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
     consortium = load_consortium(cfg.data, seed=cfg.seed)
     seeds = list(cfg.get("seeds") or [cfg.seed])
     # governed runs keep one ledger and registry per training seed
