@@ -205,7 +205,9 @@ class InProcessEngine:
         """The candidate global model on every site's validation split, as each site runs it (FedBN: its own norms)."""
         for site in self.sites:
             set_state(self.module, site.personalise(state))
-            outcomes[site.name].val_metrics = evaluate(self.module.model, site.loader("val"), self.device)
+            loader = site.loader("val")
+            # n_patients lets the promotion rule tell a real drop from the noise of a small validation split
+            outcomes[site.name].val_metrics = evaluate(self.module.model, loader, self.device) | {"n_patients": len(loader.dataset)}
         set_state(self.module, state)
 
 

@@ -69,6 +69,24 @@ def test_promotion_rule_refuses_a_drop_at_one_site_or_overall():
     assert rule.verdict(current, {"a": {"accuracy": math.nan}, "b": {"accuracy": 0.60}}) is None  # NaN sites are skipped
 
 
+def test_promotion_rule_tolerates_the_noise_of_a_small_validation_split_only():
+    rule = PromotionRule(metric="accuracy", max_drop_overall=0.05, max_drop_site=0.10, noise_z=1.64)
+    current = {"small": {"accuracy": 0.80}, "big": {"accuracy": 0.80}}
+
+    def candidate(n_small: int, n_big: int, metric: str = "accuracy") -> dict:
+        return {"small": {metric: 0.65, "n_patients": n_small}, "big": {metric: 0.80, "n_patients": n_big}}
+
+    # 3 of 20 patients: within sqrt(2 x 0.725 x 0.275 / 20) x 1.64 = 0.23
+    assert rule.verdict(current, candidate(20, 500)) is None
+    # the same share of 500 patients is a real drop
+    assert "site 'small'" in rule.verdict(current, candidate(500, 500))
+    # without the allowance, or without n, or for a metric that is not a share of patients, the fixed threshold holds
+    assert "max_drop_site=0.1" in PromotionRule(max_drop_site=0.10).verdict(current, candidate(20, 500))
+    assert rule.verdict(current, {"small": {"accuracy": 0.65}, "big": {"accuracy": 0.80}}) is not None
+    auroc = PromotionRule(metric="macro_auroc", max_drop_site=0.10, noise_z=1.64)
+    assert auroc.verdict({"small": {"macro_auroc": 0.8}}, {"small": {"macro_auroc": 0.65, "n_patients": 20}}) is not None
+
+
 def test_promotion_rule_for_a_metric_where_lower_is_better():
     rule = PromotionRule(metric="ece", higher_is_better=False, max_drop_overall=0.01, max_drop_site=0.5)
 

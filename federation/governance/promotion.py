@@ -5,7 +5,16 @@ in the current version's card: the round is rejected when the mean over sites
 drops by more than `max_drop_overall`, or any one site's by more than
 `max_drop_site` (so a model that helps the big sites at a small site's expense is
 refused). The first round after the initial model has nothing to compare with and
-passes. The gate also reserves the number the accepted model will get, so the
+passes.
+
+Small sites validate on a handful of patients, where one patient moves accuracy by
+0.05 and chance alone moves it by more than `max_drop_site`. For metrics that are
+a share of patients (accuracy, top-k accuracy) a drop therefore counts only if it
+also exceeds `noise_z` standard errors of the difference of two such shares on the
+site's `n_patients` (binomial, sqrt(2 p (1 - p) / n), p the mean of the two), and
+the overall drop likewise over all sites. At 20 validation patients and accuracy
+0.8 that tolerates about 0.21 at z = 1.64; at 500 patients, about 0.04, so
+`max_drop_site` governs. The gate also reserves the number the accepted model will get, so the
 ledger entry can name it before the registry writes it.
 """
 from __future__ import annotations
@@ -28,12 +37,15 @@ class PromotionRule:
     higher_is_better: bool = True
     max_drop_overall: float = 0.05
     max_drop_site: float = 0.10
+    noise_z: float = 0.0
+    """Standard errors a drop of a share-of-patients metric must also exceed (see the module docstring); 0: off."""
     enabled: bool = True
     """False: every candidate passes (the gate still records versions); for runs that reproduce a published protocol."""
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> PromotionRule:
-        return cls(**{k: cfg[k] for k in ("metric", "higher_is_better", "max_drop_overall", "max_drop_site", "enabled") if k in cfg})
+        keys = ("metric", "higher_is_better", "max_drop_overall", "max_drop_site", "noise_z", "enabled")
+        return cls(**{k: cfg[k] for k in keys if k in cfg})
 
     def drop(self, current: float, candidate: float) -> float:
         return current - candidate if self.higher_is_better else candidate - current
@@ -46,14 +58,32 @@ class PromotionRule:
         pairs = {s: (float(a), float(b)) for s, (a, b) in pairs.items() if _finite(a) and _finite(b)}
         if not pairs:
             return None
+        variances = {s: self._variance(before, after, candidate[s].get("n_patients")) for s, (before, after) in pairs.items()}
         for site, (before, after) in sorted(pairs.items()):
-            if self.drop(before, after) > self.max_drop_site:
-                return f"{self.metric} at site {site!r} went from {before:.3f} to {after:.3f}, a drop above max_drop_site={self.max_drop_site}"
+            allowed = max(self.max_drop_site, self.noise_z * math.sqrt(variances[site]))
+            if self.drop(before, after) > allowed:
+                return f"{self.metric} at site {site!r} went from {before:.3f} to {after:.3f}, a drop above {allowed:.3f}" + self._why(allowed, self.max_drop_site, "max_drop_site")
         before = sum(a for a, _ in pairs.values()) / len(pairs)
         after = sum(b for _, b in pairs.values()) / len(pairs)
-        if self.drop(before, after) > self.max_drop_overall:
-            return f"mean {self.metric} over sites went from {before:.3f} to {after:.3f}, a drop above max_drop_overall={self.max_drop_overall}"
+        allowed = max(self.max_drop_overall, self.noise_z * math.sqrt(sum(variances.values())) / len(pairs))
+        if self.drop(before, after) > allowed:
+            return f"mean {self.metric} over sites went from {before:.3f} to {after:.3f}, a drop above {allowed:.3f}" + self._why(allowed, self.max_drop_overall, "max_drop_overall")
         return None
+
+    def _variance(self, before: float, after: float, n_patients: Any) -> float:
+        """Binomial variance of the difference of two shares on n patients; 0 where it does not apply."""
+        if not self.noise_z or not _is_share(self.metric) or not _finite(n_patients) or float(n_patients) < 1:
+            return 0.0
+        p = min(max((before + after) / 2, 0.0), 1.0)
+        return 2 * p * (1 - p) / float(n_patients)
+
+    def _why(self, allowed: float, floor: float, name: str) -> str:
+        return f" ({name}={floor})" if allowed == floor else f" ({self.noise_z} standard errors of the validation patients' noise)"
+
+
+def _is_share(metric: str) -> bool:
+    """Metrics that are a share of patients: accuracy, top3_accuracy, ..."""
+    return metric == "accuracy" or metric.endswith("_accuracy")
 
 
 def _finite(value: Any) -> bool:
