@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import lightning as L
 from tqdm.auto import tqdm
 
+from federation.concurrent import ReplicaPool
 from federation.evaluation import evaluate
 from federation.participation import Participation
 from federation.privacy.accountant import BudgetExhausted
@@ -65,6 +66,7 @@ class InProcessEngine:
         eligible: Callable[[int], set[str]] | None = None,
         findings: Callable[..., dict] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        concurrent_sites: int = 1,
     ):
         """`local_limits`: Lightning Trainer kwargs bounding one site's local training per round.
 
@@ -73,6 +75,8 @@ class InProcessEngine:
         previous_state)`: what monitors learn from the accepted updates themselves (anomaly
         flags, contributions), put into `record.extra` before the observers run. `clock`:
         seconds, for the participation deadline (tests pass a simulated one).
+        `concurrent_sites`: how many sampled sites train at once, each on its own model
+        replica and, on a GPU, its own CUDA stream (federation/concurrent.py); 1: in turn.
         """
         self.sites = sites
         self.module = module
@@ -88,6 +92,7 @@ class InProcessEngine:
         self.eligible = eligible
         self.findings = findings
         self.clock = clock
+        self.replicas = ReplicaPool(module, concurrent_sites, device)
 
     def run(self, progress: bool = True) -> FederationResult:
         state = get_state(self.module, trainable_keys(self.module))
@@ -110,6 +115,8 @@ class InProcessEngine:
         snapshot = copy.deepcopy(self.strategy)  # restored if the round is refused: FedOpt moments, SCAFFOLD controls
         if len(accepted) >= self.participation.min_sites:
             record = RoundRecord(round_, [], state, self.strategy.aggregate(state, accepted))
+            if left_out := getattr(self.strategy, "round_findings", dict)():
+                record.extra["aggregation"] = left_out  # before monitors re-run combine (leave-one-out)
         elif len(crashes) == len(self.sites):
             # in one process, every site of the consortium failing is a bug to show, not a consortium to wait for
             raise RuntimeError(f"round {round_}: every site crashed; the first error follows") from crashes[0]
@@ -145,8 +152,7 @@ class InProcessEngine:
             chosen = [untried[j] for j in self.participation.sample(len(untried), round_, attempt, self.seed)]
             tried.update(chosen)
             updates = []
-            for i in chosen:
-                update, crash = self._train_site(i, round_, state, objective, outcomes)
+            for update, crash in self.replicas.run(chosen, lambda i, module: self._train_site(i, module, round_, state, objective, outcomes)):
                 updates += [update] if update else []
                 crashes += [crash] if crash else []
             screened, rejected = self.validator.screen(updates, state)
@@ -156,8 +162,11 @@ class InProcessEngine:
             accepted += screened
         return accepted, crashes
 
-    def _train_site(self, index: int, round_: int, state: StateDict, objective: dict, outcomes: dict[str, SiteOutcome]):
-        """Train one site; its outcome says whether it answered in time. The update (or None) and the crash (or None)."""
+    def _train_site(self, index: int, module: L.LightningModule, round_: int, state: StateDict, objective: dict, outcomes: dict[str, SiteOutcome]):
+        """Train one site on `module` (the engine's, or a replica); its outcome says whether it answered in time.
+
+        Returns the update (or None) and the crash (or None).
+        """
         site = self.sites[index]
         outcome = outcomes[site.name]
         started = self.clock()
@@ -167,7 +176,7 @@ class InProcessEngine:
             log.warning("round %d: site %r does not take part: %s", round_, site.name, refusal)
             return None, None
         try:
-            update = site.train(self.module, state, self.local_limits, round_, seed=self.seed + 1000 * round_ + index, objective=objective)
+            update = site.train(module, state, self.local_limits, round_, seed=self.seed + 1000 * round_ + index, objective=objective)
         except BudgetExhausted as spent:  # the site stops contributing, and says so
             outcome.reason = str(spent)
             log.warning("round %d: site %r %s", round_, site.name, spent)

@@ -141,6 +141,7 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path)
         rounds_sites, module, wrap_strategy(instantiate(cfg.federation.strategy), cfg.get("privacy"), cfg.federation.rounds), cfg.federation.rounds, local_limits(cfg.federation), seed, device,
         participation=Participation(**cfg.federation.get("participation", {})),
         validator=UpdateValidator(**cfg.federation.get("validator", {})),
+        concurrent_sites=int(cfg.federation.get("concurrent_sites", 1)),
         **governance_hooks(cfg, run_dir, consortium, module, sites, device),
     ).run(progress=cfg.get("progress", True))
     predictions = {"federated": _predict_sites(module, sites, device, extra, "federated", federation.global_state)}

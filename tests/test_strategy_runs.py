@@ -52,17 +52,20 @@ def test_update_compression_from_config_reports_what_each_site_sent(data_dir, tm
         assert sent < 0.4 * plain["mean_bytes_per_update"][site]
 
 
-def test_torch_threads_from_config(data_dir, tmp_path):
+def test_torch_threads_and_concurrent_sites_from_config(data_dir, tmp_path):
     import torch
 
     before = torch.get_num_threads()
     cfg = compose_config([
         "experiment=smoke", f"paths.data_dir={data_dir}", "progress=false", "federation.rounds=1",
         "federation.local_epochs=1", "baselines.local=false", "baselines.pooled=false", "torch_threads=1",
+        "federation.concurrent_sites=3",
     ])
     try:
         torch.set_num_threads(2)
-        run_experiment(cfg, tmp_path)
+        summary = run_experiment(cfg, tmp_path)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert {r["site"] for r in rows if r["status"] == "accepted"} == set(summary["sites"])
