@@ -6,6 +6,7 @@ the field. The run stops before training on the first one.
 """
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from pathlib import Path
 
@@ -44,4 +45,18 @@ def check_option(name: str, value: str, allowed: tuple[str, ...]) -> str:
     """A config option that takes one of a few words: a typo fails at start-up, naming the choices."""
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def parse_number(text: str, missing: set[str], path: str | Path, record: str, field_name: str) -> float:
+    """One raw cell -> float (NaN for a missing marker); anything else that is not a finite number is a DataError."""
+    text = text.strip()
+    if text in missing:
+        return math.nan
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(path, f"value {text!r} is not a number", record=record, field=field_name) from None
+    if not math.isfinite(value):
+        raise DataError(path, f"value {text!r} is not a finite number", record=record, field=field_name)
     return value

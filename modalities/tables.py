@@ -14,7 +14,6 @@ z-scoring with each site's training statistics (conf/data/heart.yaml).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from modalities.base import DataError, Modality
+from modalities.base import DataError, Modality, parse_number
 from modalities.consortium import Consortium
 from modalities.dataset import SiteDataset
 from modalities.labels import LabelSpace
@@ -246,13 +245,7 @@ def _encode(path: Path, frame: pd.DataFrame, missing: pd.DataFrame, table: Mappi
 
 
 def _number(path: Path, raw: str, row: str, column: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise DataError(path, f"value {raw.strip()!r} is not a number", record=row, field=column) from None
-    if not math.isfinite(value):
-        raise DataError(path, f"value {raw.strip()!r} is not a finite number", record=row, field=column)
-    return value
+    return parse_number(raw, set(), path, row, column)
 
 
 def _level(path: Path, raw: str, levels: list, row: str, column: str) -> int:

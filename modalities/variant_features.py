@@ -15,7 +15,6 @@ later is encoded exactly as the training rows were.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -169,17 +168,3 @@ class VariantEncoding:
         specs = feature_specs({f["name"]: {k: v for k, v in f.items() if k != "name"} for f in data["features"]})
         facts = {k: v for k, v in data.items() if k not in ("features", "mean", "sd")}
         return cls(specs, np.asarray(data["mean"], dtype=np.float64), np.asarray(data["sd"], dtype=np.float64), facts)
-
-
-def parse_number(text: str, missing: set[str], path: str | Path, record: str, field_name: str) -> float:
-    """One raw cell -> float (NaN for a missing marker); anything else that is not a finite number is a DataError."""
-    text = text.strip()
-    if text in missing:
-        return math.nan
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(path, f"value {text!r} is not a number", record=record, field=field_name) from None
-    if not math.isfinite(value):
-        raise DataError(path, f"value {text!r} is not a finite number", record=record, field=field_name)
-    return value

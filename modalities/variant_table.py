@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from modalities.base import DataError, Modality
+from modalities.base import DataError, Modality, parse_number
 from modalities.consortium import Consortium
 from modalities.dataset import SiteDataset
 from modalities.labels import LabelSpace
@@ -37,7 +37,6 @@ from modalities.variant_features import (
     check_and_transform,
     encoded_names,
     feature_specs,
-    parse_number,
 )
 from modalities.variant_labs import assign_labs, holdout_split
 

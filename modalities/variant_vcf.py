@@ -29,9 +29,9 @@ from pathlib import Path
 import allel
 import numpy as np
 
-from modalities.base import DataError, check_option
+from modalities.base import DataError, check_option, parse_number
 from modalities.quality import ReadStats
-from modalities.variant_features import FeatureSpec, parse_number
+from modalities.variant_features import FeatureSpec
 from modalities.variants import normalise_build
 
 MULTIALLELIC = ("split", "skip", "error")
