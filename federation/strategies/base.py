@@ -49,6 +49,10 @@ class Strategy(ABC):
             next_state[key] = global_state[key] + self.server_lr * delta.to(global_state[key].dtype)
         return next_state
 
+    def round_findings(self) -> dict[str, str]:
+        """Per site, what the last `combine` left out and why (robust rules); the engine records it. Nothing by default."""
+        return {}
+
     def local_objective(self) -> dict:
         """What sites must add to their local training (e.g. FedProx's proximal term); nothing by default."""
         return {}

@@ -3,9 +3,14 @@
 Blanchard et al. 2017, "Machine Learning with Adversaries: Byzantine Tolerant
 Gradient Descent" (NeurIPS). Each update is scored by the summed squared distance
 to its n - f - 2 nearest neighbours, computed over the keys that every update
-shares (sites with different modalities still compare on fusion and head); the
-n_selected lowest-scoring sites are kept (n_selected=1 is Krum) and averaged per
-key as in FedAvg. Krum's guarantee needs n > 2f + 2 sites.
+shares (sites with different modalities still compare on fusion and head). Krum
+keeps the n_selected lowest-scoring sites (n_selected=1 is Krum) and averages them.
+
+Modality-aware, "the n_selected best" is taken per key among the sites that sent
+it, so a modality no top-ranked site holds is still trained; the f worst-scoring
+sites (those Krum would never pick) are left out of every key they sent. When every
+site sends every key and n_selected <= n - f, this is Multi-Krum exactly. Krum's
+guarantee needs n > 2f + 2 sites.
 """
 from __future__ import annotations
 
@@ -13,9 +18,10 @@ import logging
 
 import torch
 
-from federation.robust import flatten, krum_scores, multi_krum_select, shared_keys
+from federation.robust import flatten, krum_scores, shared_keys
 from federation.strategies.base import Strategy
 from federation.strategies.fedavg import FedAvg
+from federation.strategies.robust_groups import exclusion_reasons, senders_per_key
 from federation.update import ModelUpdate
 
 log = logging.getLogger(__name__)
@@ -29,16 +35,46 @@ class MultiKrum(Strategy):
         self.n_byzantine = n_byzantine
         self.n_selected = n_selected
         self.server_lr = server_lr
+        self.exclusions: dict[str, str] = {}
 
-    def select(self, updates: list[ModelUpdate]) -> list[ModelUpdate]:
-        """The n_selected updates with the lowest Krum scores, in their original order."""
+    def scores(self, updates: list[ModelUpdate]) -> dict[str, float]:
+        """Per site, its Krum score over the keys every update sent."""
         if len(updates) <= 2 * self.n_byzantine + 2:
             log.warning(TOO_FEW_SITES, len(updates), self.n_byzantine)
         keys = shared_keys(updates)
         if not keys:
             raise ValueError("Krum needs at least one parameter that every site sent; these updates share none")
         scores = krum_scores([flatten(u.deltas, keys) for u in updates], self.n_byzantine)
-        return [updates[i] for i in multi_krum_select(scores, self.n_selected)]
+        return {u.site: float(s) for u, s in zip(updates, scores)}
+
+    def select(self, updates: list[ModelUpdate]) -> dict[str, list[ModelUpdate]]:
+        """Per key, the n_selected best-scoring of its senders, never one of the f worst overall (ties: earlier update)."""
+        scores = self.scores(updates)
+        ranked = sorted(range(len(updates)), key=lambda i: scores[updates[i].site])
+        n_rejected = min(self.n_byzantine, len(updates) - 1)
+        rejected = {updates[i].site for i in ranked[len(ranked) - n_rejected :]}
+        senders = senders_per_key(updates)
+        chosen = {key: [updates[i] for i in ranked if updates[i].site in sites and updates[i].site not in rejected][: self.n_selected]
+                  for key, sites in senders.items()}
+        left_out = {}
+        for key, sites in senders.items():
+            for site in set(sites) - {u.site for u in chosen[key]}:
+                left_out[site] = left_out.get(site, 0) + 1
+        rank = {updates[i].site: r + 1 for r, i in enumerate(ranked)}
+        why = {site: f"Krum score {scores[site]:.4g}, rank {rank[site]} of {len(updates)}"
+               + (f", among the f={self.n_byzantine} worst" if site in rejected else "") for site in left_out}
+        self.exclusions = exclusion_reasons(updates, left_out, why, f"not among the n_selected={self.n_selected} best of their senders")
+        return chosen
 
     def combine(self, updates: list[ModelUpdate]) -> dict[str, torch.Tensor]:
-        return FedAvg().combine(self.select(updates))
+        combined = {}
+        for key, chosen in self.select(updates).items():
+            combined |= FedAvg().combine([_only(u, key) for u in chosen])
+        return combined
+
+    def round_findings(self) -> dict[str, str]:
+        return dict(self.exclusions)
+
+
+def _only(update: ModelUpdate, key: str) -> ModelUpdate:
+    return ModelUpdate(update.site, update.round, {key: update.deltas[key]}, {key: update.sample_counts[key]}, update.n_samples)

@@ -1,26 +1,45 @@
 """Coordinate-wise trimmed mean, modality-aware.
 
 Yin et al. 2018, "Byzantine-Robust Distributed Learning: Towards Optimal
-Statistical Rates" (ICML). Per parameter and coordinate, over the sites that sent
-that parameter, the floor(trim_fraction * n) largest and smallest values are
-dropped and the rest averaged, unweighted. With few senders nothing may be trimmed
-(one sender: its own delta).
+Statistical Rates" (ICML). Per parameter and coordinate, over the n sites that sent
+that parameter, the k largest and smallest values are dropped and the rest averaged,
+unweighted: k = floor(trim_fraction * n), but at least f (the paper's beta >= f/n),
+so that f attackers are trimmed among as few as 2f + 1 senders. A key fewer sites
+sent leaves out the round's suspects (the f sites farthest from the trimmed mean
+on the keys every site sent; see robust_groups.py) and averages the rest. A key one
+honest site sent takes that site's delta.
 """
 from __future__ import annotations
 
 import torch
 
-from federation.robust import deltas_per_key, trimmed_mean
 from federation.strategies.base import Strategy
+from federation.strategies.robust_groups import combine_with_thin_keys, farthest_from
 from federation.update import ModelUpdate
 
 
 class TrimmedMean(Strategy):
-    def __init__(self, trim_fraction: float = 0.2, server_lr: float = 1.0):
+    def __init__(self, trim_fraction: float = 0.2, n_byzantine: int = 1, suspect_ratio: float | None = 3.0, server_lr: float = 1.0):
         if not 0.0 <= trim_fraction < 0.5:
             raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
+        if n_byzantine < 0:
+            raise ValueError(f"n_byzantine must be >= 0, got {n_byzantine}")
         self.trim_fraction = trim_fraction
+        self.n_byzantine, self.suspect_ratio = n_byzantine, suspect_ratio
         self.server_lr = server_lr
+        self.exclusions: dict[str, str] = {}
+
+    def trim(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """Coordinate-wise mean after dropping max(floor(trim_fraction * n), f) from each end (never all of them)."""
+        n = len(tensors)
+        k = min(max(int(self.trim_fraction * n), self.n_byzantine), (n - 1) // 2)
+        ordered = torch.stack([t.double() for t in tensors]).sort(dim=0).values
+        return ordered[k : n - k].mean(dim=0)
 
     def combine(self, updates: list[ModelUpdate]) -> dict[str, torch.Tensor]:
-        return {key: trimmed_mean(deltas, self.trim_fraction) for key, deltas in deltas_per_key(updates).items()}
+        suspects = farthest_from(self.trim, updates, self.n_byzantine, "trimmed mean", self.suspect_ratio)
+        combined, self.exclusions = combine_with_thin_keys(updates, self.trim, self.n_byzantine, suspects)
+        return combined
+
+    def round_findings(self) -> dict[str, str]:
+        return dict(self.exclusions)
