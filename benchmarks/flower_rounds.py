@@ -3,13 +3,16 @@
     python benchmarks/flower_rounds.py                          # heart (FLamby's protocol), 3 rounds, seed 0
     python benchmarks/flower_rounds.py --rounds 5 --out /tmp/flower_rounds.md
     python benchmarks/flower_rounds.py --skip-simulation       # without flwr[simulation] (Ray)
+    python benchmarks/flower_rounds.py --secure                # also the deployment with secure aggregation
 
 The same task, config and seed in every runtime (the same site-training and
 strategy code): FLamby's Fed-Heart-Disease, four hospitals, logistic regression,
 FedAvg with 100 local SGD steps, validation at every site each round. The
 deployment runs real processes on 127.0.0.1 with TLS and node authentication;
 the simulation column needs `flwr[simulation]` (Ray) and is skipped with a note
-without it. Writes a markdown table (default benchmarks/results/flower_rounds.md).
+without it. `--secure` adds the deployment with FedAvg through secure aggregation
+(`SecureFedAvg`, the same FedAvg otherwise): three more message rounds per round.
+Writes a markdown table (default benchmarks/results/flower_rounds.md).
 """
 from __future__ import annotations
 
@@ -65,7 +68,11 @@ def in_process(overrides: list[str]) -> dict:
             "down": None, "up": None, "accuracy": accuracy, "note": "one process; no transport"}
 
 
-def loopback(overrides: list[str], work: Path) -> dict:
+SECURE = ["federation.strategy._target_=federation.strategies.secure_fedavg.SecureFedAvg"]
+"""FedAvg through secure aggregation, with SecureFedAvg's defaults (t = 60 % of the sites, clip bound 100, 2^-20 precision)."""
+
+
+def loopback(overrides: list[str], work: Path, name: str = "Flower deployment, loopback (TLS, node auth)") -> dict:
     own = [f"deploy.run_dir={work / 'loopback'}", f"deploy.certificates={work / 'certs'}",
            f"deploy.superlink.port={flower.free_port()}", f"deploy.loopback.first_node_port={flower.free_port()}"]
     started = time.perf_counter()
@@ -74,7 +81,7 @@ def loopback(overrides: list[str], work: Path) -> dict:
         status = deployment.run()
     if status["state"] != "finished":
         raise RuntimeError(f"the loopback run did not finish: {status}")
-    return _from_run_folder("Flower deployment, loopback (TLS, node auth)", deployment.run_dir, time.perf_counter() - started,
+    return _from_run_folder(name, deployment.run_dir, time.perf_counter() - started,
                             f"{up:.0f} s to start the SuperLink and SuperNodes; a process per message")
 
 
@@ -125,13 +132,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=HEART, help="the folder of the four processed.*.data files")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "flower_rounds.md")
     parser.add_argument("--skip-simulation", action="store_true")
+    parser.add_argument("--secure", action="store_true", help="also the deployment with secure aggregation")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     quiet_lightning()
     overrides = consortium(args.rounds, args.seed, args.data)
     rows, skipped = [in_process(overrides)], []
     with tempfile.TemporaryDirectory(prefix="flower_rounds_") as work:
-        rows.append(loopback(overrides, Path(work)))
+        rows.append(loopback(overrides, Path(work) / "plain"))
+        if args.secure:
+            rows.append(loopback(overrides + SECURE, Path(work) / "secure", "Flower deployment, loopback, secure aggregation"))
         if args.skip_simulation:
             skipped.append("Flower simulation runtime: skipped (--skip-simulation)")
         elif not _simulation_installed():

@@ -31,6 +31,7 @@ from federation.flower.config import (
     site_config,
 )
 from federation.flower.coordinator import Coordinator
+from federation.flower.egress import check_reply
 from federation.flower.link import SiteLink
 from federation.flower.plan import consortium_plan, own_site_data
 from federation.flower.records import (
@@ -41,7 +42,10 @@ from federation.flower.records import (
     update_to_content,
 )
 from federation.flower.run_folder import RunFolder
-from federation.round_record import ACCEPTED, FAILED, REJECTED, ROUND_FAILED
+from federation.flower.secagg import ADVERT, MESSAGE_TYPES, ROSTER
+from federation.privacy.egress import EgressViolation
+from federation.privacy.hooks import make_sites_private, wrap_strategy
+from federation.round_record import ACCEPTED, FAILED, REJECTED, ROUND_FAILED, SKIPPED
 from federation.site import Site
 from federation.state import get_state, trainable_keys
 from federation.update import ModelUpdate
@@ -72,13 +76,13 @@ def write_table_consortium(root: Path, sites=SITES, rows: int = 48, seed: int = 
     return root
 
 
-def consortium_overrides(root: Path, rounds: int = 2, strategy: str = "fedavg", sites=SITES) -> list[str]:
+def consortium_overrides(root: Path, rounds: int = 2, strategy: str = "fedavg", sites=SITES, privacy: str = "none") -> list[str]:
     """Hydra overrides for the tiny consortium: FLamby's heart pipeline, a logistic regression, a few local steps."""
     entries = ",".join(f"{{name: {s}, path: {s}.data}}" for s in sites)
     return [
         "data=heart", "model=tabular_lr", f"federation={strategy}", f"data.root={root}", f"data.sites=[{entries}]",
         f"federation.rounds={rounds}", "federation.local_steps=8", "model.optimizer.lr=0.05", "data.batch_size=8", "seed=3",
-        "data.split.method=draw", "+data.split.fractions={train: 0.6, val: 0.2, test: 0.2}",
+        "data.split.method=draw", "+data.split.fractions={train: 0.6, val: 0.2, test: 0.2}", f"privacy={privacy}",
     ]
 
 
@@ -147,7 +151,7 @@ def coordinator(overrides: list[str], grid: Grid, run_dir: Path) -> Coordinator:
 
 
 def in_process_run(overrides: list[str]):
-    """The in-process engine on the same config and seed: the reference the deployment must match."""
+    """The in-process engine on the same config and seed (and privacy): the reference the deployment must match."""
     cfg = compose_config("train", overrides)
     plan = consortium_plan(cfg.data)
     consortium = load_consortium(cfg.data, seed=cfg.seed)
@@ -155,8 +159,9 @@ def in_process_run(overrides: list[str]):
     collate = partial(collate_batch, modalities=module.model.modalities, readers=consortium.readers)
     sites = [Site(data, collate, cfg.data.batch_size, instantiate(cfg.trainer)) for data in consortium.sites]
     strategy, participation, validator = build_strategy(cfg)
-    engine = InProcessEngine(sites, module, strategy, cfg.federation.rounds, local_limits(cfg.federation), cfg.seed,
-                             participation=participation, validator=validator)
+    make_sites_private(cfg.get("privacy"), sites, local_limits(cfg.federation), cfg.federation.rounds)
+    engine = InProcessEngine(sites, module, wrap_strategy(strategy, cfg.get("privacy"), cfg.federation.rounds), cfg.federation.rounds,
+                             local_limits(cfg.federation), cfg.seed, participation=participation, validator=validator)
     return engine.run(progress=False), sites, module
 
 
@@ -424,3 +429,159 @@ def test_simulated_nodes_are_the_consortium_sites_in_order(table_root):
     names = [site_config(run_config, {"partition-id": i, "num-partitions": 3}).deploy.site for i in range(3)]
 
     assert names == list(SITES)
+
+
+# ---------------------------------------------------------------- secure aggregation and privacy over messages
+
+def _silent_at(handler, message_type: str):
+    """A node that stops answering from one kind of message on (a site gone between two steps)."""
+    return lambda message: None if message.metadata.message_type == message_type else handler(message)
+
+
+def assert_close_states(actual, expected, atol=1e-5) -> None:
+    assert set(actual) == set(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(actual[key], value, rtol=0, atol=atol)
+
+
+def test_secure_aggregation_over_messages_ends_where_plain_fedavg_ends(table_root, tmp_path):
+    reference, _, _ = in_process_run(consortium_overrides(table_root, strategy="fedavg"))
+    overrides = consortium_overrides(table_root, strategy="secure_fedavg")
+    grid = InProcessGrid(nodes_for(overrides))
+
+    state = coordinator(overrides, grid, tmp_path).run()
+
+    assert_close_states(state.global_state, reference.global_state)  # to the fixed-point precision (2^-20)
+    train_replies = [r for r in grid.replies if r.metadata.message_type == "train"]
+    assert train_replies and all(DELTAS not in r.content and ADVERT in r.content for r in train_replies)  # updates stay at the sites
+    assert {m.metadata.message_type for m in grid.sent} >= set(MESSAGE_TYPES.values())
+    assert all(site["status"] == ACCEPTED for r in state.rounds for site in r["sites"].values())
+
+
+@pytest.mark.parametrize("step", ["mask", "unmask"])
+def test_a_site_gone_between_steps_is_recovered_from_the_shares(table_root, tmp_path, step):
+    fedavg = consortium_overrides(table_root, rounds=1, strategy="fedavg")
+    plain = nodes_for(fedavg)
+    plain[102] = _silent_at(plain[102], "train")  # the plain mean of north and south
+    expected = coordinator(fedavg, InProcessGrid(plain), tmp_path / "plain").run()
+    overrides = consortium_overrides(table_root, rounds=1, strategy="secure_fedavg")
+    nodes = nodes_for(overrides)
+    nodes[102] = _silent_at(nodes[102], MESSAGE_TYPES[step])  # east trained and shared its keys, then went silent
+
+    state = coordinator(overrides, InProcessGrid(nodes), tmp_path / "secure").run()
+
+    record = state.rounds[0]
+    assert record["decision"] == "accepted"
+    if step == "mask":  # its pairwise masks are rebuilt from its key shares; its update is not in the sum
+        assert_close_states(state.global_state, expected.global_state)
+        assert record["sites"]["east"]["status"] == FAILED and "at the 'mask' step" in record["sites"]["east"]["reason"]
+    else:  # its masked input is in the sum; the others' shares suffice to unmask
+        reference, _, _ = in_process_run(fedavg)
+        assert_close_states(state.global_state, reference.global_state)
+        assert record["sites"]["east"]["status"] == ACCEPTED and "did not answer the unmasking step" in record["sites"]["east"]["reason"]
+
+
+def test_more_dropouts_than_tolerated_fail_the_round_loudly(table_root, tmp_path):
+    overrides = consortium_overrides(table_root, rounds=1, strategy="secure_fedavg")
+    nodes = nodes_for(overrides)
+    for node in (101, 102):
+        nodes[node] = _silent_at(nodes[node], MESSAGE_TYPES["mask"])
+    run = coordinator(overrides, InProcessGrid(nodes), tmp_path)
+    initial = get_state(run.module, trainable_keys(run.module))
+
+    state = run.run()
+
+    record = state.rounds[0]
+    assert record["decision"] == ROUND_FAILED
+    assert "at the 'mask' step: only 1 of 3 sites sent masked inputs" in record["reason"] and "at most n - t = 1 dropouts" in record["reason"]
+    assert all(torch.equal(state.global_state[k], initial[k]) for k in initial)
+
+
+def test_dp_sgd_sites_spend_as_in_process_and_report_epsilon_each_round(table_root, tmp_path):
+    # Opacus's per-sample hooks: the logistic regression allows them, and they are quicker than microbatches
+    overrides = consortium_overrides(table_root, privacy="dp_sgd") + ["privacy.epsilon=5.0", "privacy.delta=1e-2", "privacy.per_sample_grads=opacus"]
+    reference, _, _ = in_process_run(overrides)
+
+    state = coordinator(overrides, InProcessGrid(nodes_for(overrides)), tmp_path).run()
+
+    assert_close_states(state.global_state, reference.global_state, atol=1e-6)
+    for deployed, in_process in zip(state.rounds, reference.records):
+        assert set(deployed["privacy"]) == set(SITES)
+        for site in SITES:
+            assert deployed["privacy"][site]["epsilon"] == pytest.approx(in_process.privacy[site]["epsilon"])
+            assert deployed["privacy"][site]["epsilon_budget"] == 5.0
+    assert all(0 < r["privacy"]["north"]["epsilon"] <= 5.0 for r in state.rounds)
+    assert state.rounds[0]["privacy"]["north"]["epsilon"] < state.rounds[1]["privacy"]["north"]["epsilon"]
+
+
+def test_a_dp_sgd_site_out_of_budget_declines_and_says_why(table_root, tmp_path):
+    # a fixed noise so that one round fits a budget of 2 and two do not (epsilon about 1.7, then 2.4, at these sites)
+    overrides = consortium_overrides(table_root, privacy="dp_sgd") + ["privacy.epsilon=2.0", "privacy.delta=1e-2", "privacy.noise_multiplier=1.5"]
+
+    state = coordinator(overrides, InProcessGrid(nodes_for(overrides)), tmp_path).run()
+
+    first, second = state.rounds
+    assert all(first["sites"][s]["status"] == ACCEPTED for s in SITES)
+    assert all(second["sites"][s]["status"] == SKIPPED and "stops contributing" in second["sites"][s]["reason"] for s in SITES)
+    assert second["privacy"] == first["privacy"]  # nothing more was spent
+
+
+def test_site_level_dp_over_secure_aggregation_matches_the_in_process_engine(table_root, tmp_path):
+    overrides = consortium_overrides(table_root, strategy="secure_fedavg", privacy="site_dp") + ["privacy.epsilon=8.0", "privacy.clip_norm=0.5"]
+    reference, _, _ = in_process_run(overrides)
+
+    state = coordinator(overrides, InProcessGrid(nodes_for(overrides)), tmp_path).run()
+
+    assert_close_states(state.global_state, reference.global_state)  # same clip, unit weights, and the coordinator's seeded noise
+    for deployed, in_process in zip(state.rounds, reference.records):
+        assert set(deployed["privacy"]) == set(in_process.privacy) == set(SITES)
+        assert all(deployed["privacy"][s] == pytest.approx(in_process.privacy[s]) for s in SITES)
+
+
+def test_a_site_over_its_site_level_budget_is_not_asked_to_train(table_root, tmp_path):
+    # noise multiplier 2, every site each round: epsilon about 1.6 after one round, 2.3 after two
+    overrides = consortium_overrides(table_root, privacy="site_dp") + ["privacy.epsilon=2.0", "privacy.noise_multiplier=2.0"]
+    grid = InProcessGrid(nodes_for(overrides))
+
+    state = coordinator(overrides, grid, tmp_path).run()
+
+    first, second = state.rounds
+    assert all(first["sites"][s]["status"] == ACCEPTED for s in SITES)
+    assert all(second["sites"][s]["status"] == SKIPPED and "stops contributing" in second["sites"][s]["reason"] for s in SITES)
+    assert second["decision"] == ROUND_FAILED and second["privacy"] == first["privacy"]
+    assert sum(m.metadata.message_type == "train" for m in grid.sent) == len(SITES)  # round 2 asked nobody
+
+
+def _replies_of_north(table_root, tmp_path) -> dict[str, tuple[Message, Message]]:
+    """One genuine (request, reply) per message type a site answers, from a real round with secure aggregation."""
+    overrides = consortium_overrides(table_root, rounds=1, strategy="secure_fedavg")
+    node = client_node(100, "north", overrides)
+    exchanged = {}
+
+    def north(message):
+        reply = node(message)
+        exchanged[message.metadata.message_type] = (message, reply)
+        return reply
+
+    nodes = nodes_for(overrides)
+    nodes[100] = north
+    coordinator(overrides, InProcessGrid(nodes), tmp_path).run()
+    return exchanged
+
+
+def test_the_egress_check_refuses_anything_a_reply_should_not_carry(table_root, tmp_path):
+    exchanged = _replies_of_north(table_root, tmp_path)
+    assert set(exchanged) == {"query", "train", "evaluate", *MESSAGE_TYPES.values()}
+    for kind, (request, reply) in exchanged.items():
+        memory = RecordDict()
+        if kind in MESSAGE_TYPES.values():  # measured against the roster the site accepted
+            memory[ROSTER] = exchanged[MESSAGE_TYPES["share"]][0].content[ROSTER]
+        check_reply(request, reply.content, memory)  # the genuine reply passes
+
+        smuggled = RecordDict(dict(reply.content) | {"raw": ConfigRecord({"age": 61})})
+        with pytest.raises(EgressViolation):
+            check_reply(request, smuggled, memory)
+    request, reply = exchanged["evaluate"]
+    reply.content["metrics"]["val_patient_age"] = 61.0
+    with pytest.raises(EgressViolation, match="allow-list"):
+        check_reply(request, reply.content, RecordDict())

@@ -1,5 +1,5 @@
 """The deployment as real processes on loopback: a SuperLink with TLS and node authentication, one SuperNode per
-site, `flwr run` of the rarefed app; a site and the coordinator crash mid-run.
+site, `flwr run` of the rarefed app; a site and the coordinator crash mid-run; secure aggregation and DP-SGD.
 
 Slow (minutes each: Flower starts a process per message and polls every 3 s).
 Each test has its own run folder, FLWR_HOME, certificates and free ports, and
@@ -152,3 +152,26 @@ def test_a_coordinator_killed_mid_run_resumes_and_ends_as_an_uninterrupted_run(t
     assert [r["round"] for r in rounds_of(deployment.run_dir)] == [1, 2]
     assert "resuming after round 1 of 2" in (deployment.run_dir / "coordinator.log").read_text()
     assert_same_model(deployment.run_dir, module)
+
+
+def test_secure_aggregation_with_dp_sgd_sites_matches_the_in_process_engine_and_records_epsilon(table_root, tmp_path):
+    """Two rounds of secure_fedavg over Flower messages (a process per protocol step), each site training with DP-SGD."""
+    consortium = consortium_overrides(table_root, rounds=2, strategy="secure_fedavg", privacy="dp_sgd") + ["privacy.epsilon=5.0", "privacy.delta=1e-2"]
+    reference, _, module = in_process_run(consortium)
+
+    with loopback(tmp_path, consortium, "deploy.rounds.validate_every=0") as deployment:
+        status = deployment.run()
+
+    assert status["state"] == "finished", status
+    rounds = rounds_of(deployment.run_dir)
+    assert [r["decision"] for r in rounds] == ["accepted", "accepted"]
+    assert all(site["status"] == ACCEPTED for r in rounds for site in r["sites"].values())
+    assert all(r["seconds"]["secure_aggregation"] > 0 for r in rounds)
+    for deployed, in_process in zip(rounds, reference.records):
+        assert set(deployed["privacy"]) == set(SITES)
+        for site in SITES:
+            assert deployed["privacy"][site]["epsilon"] == pytest.approx(in_process.privacy[site]["epsilon"])
+            assert 0 < deployed["privacy"][site]["epsilon"] <= deployed["privacy"][site]["epsilon_budget"] == 5.0
+    deployed_model = load_file(str(deployment.run_dir / "model.safetensors"))
+    for key, value in module.model.state_dict().items():
+        torch.testing.assert_close(deployed_model[key], value, rtol=0, atol=1e-5)

@@ -1,18 +1,23 @@
 """The site's Flower ClientApp: thin handlers around `site_node` (one fresh process per message).
 
 query: say which consortium site this node is; train: local training from the
-global state, reply with the update; evaluate: the global model's metrics on
-this site's held-out splits. Exceptions become error replies that carry the
-reason to the coordinator's round record.
+global state, reply with the update (under secure aggregation: with a key
+advert, the update staying here); train.secagg_share / _mask / _unmask: the
+site's steps of secure aggregation (secagg.py); evaluate: the global model's
+metrics on this site's held-out splits. Exceptions become error replies that
+carry the reason to the coordinator's round record. Every reply passes the
+egress check first (`egress_mod`).
 """
 from __future__ import annotations
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from federation.flower import secagg
+from federation.flower.egress import egress_mod
 from federation.flower.site_node import SiteNode, identify
 
-app = ClientApp()
+app = ClientApp(mods=[egress_mod])
 
 
 @app.query()
@@ -24,6 +29,21 @@ def query(message: Message, context: Context) -> Message:
 def train(message: Message, context: Context) -> Message:
     node = SiteNode.from_context(context.run_config, context.node_config, context.state)
     return Message(node.train(message.content), reply_to=message)
+
+
+@app.train("secagg_share")
+def secagg_share(message: Message, context: Context) -> Message:
+    return Message(secagg.step("share", message.content, context.state), reply_to=message)
+
+
+@app.train("secagg_mask")
+def secagg_mask(message: Message, context: Context) -> Message:
+    return Message(secagg.step("mask", message.content, context.state), reply_to=message)
+
+
+@app.train("secagg_unmask")
+def secagg_unmask(message: Message, context: Context) -> Message:
+    return Message(secagg.step("unmask", message.content, context.state), reply_to=message)
 
 
 @app.evaluate()

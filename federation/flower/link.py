@@ -24,6 +24,7 @@ from flwr.serverapp import Grid
 
 from federation.flower.plan import ConsortiumPlan
 from federation.flower.records import META
+from federation.round_record import FAILED
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,15 @@ class SiteLink:
                 continue
             out[node] = reply
         return out
+
+
+def reply_problem(reply: Reply) -> tuple[str, str]:
+    """Why a reply has no content to read (and the site's status then: failed), or ("", "")."""
+    if isinstance(reply, str):
+        return reply, FAILED
+    if reply.has_error():
+        return f"error reply (code {reply.error.code}): {reply.error.reason}", FAILED
+    return "", ""
 
 
 def _claimed_site(reply: Reply) -> str | None:

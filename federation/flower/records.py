@@ -28,6 +28,7 @@ CONTROL_DELTAS = "control_deltas"  # SCAFFOLD
 COUNTS = "sample_counts"
 META = "meta"  # site, round, n_samples
 METRICS = "metrics"
+DECLINED = "declined"  # site -> coordinator: site, round, reason (instead of an update: its privacy budget is spent)
 
 
 class MalformedMessage(ValueError):
@@ -129,6 +130,21 @@ def update_from_content(content: RecordDict, expected_round: int) -> ModelUpdate
     if CONTROL_DELTAS in content.array_records:
         update.control_deltas = record_to_state(content.array_records[CONTROL_DELTAS])
     return update
+
+
+def declined_content(site: str, round_: int, reason: str, metrics: dict[str, float]) -> RecordDict:
+    """A site's answer to a train message it will not carry out (DP-SGD: the round would overrun its budget)."""
+    return RecordDict({DECLINED: ConfigRecord({"site": site, "round": int(round_), "reason": reason}),
+                       METRICS: MetricRecord({k: float(v) for k, v in metrics.items()})})
+
+
+def declined_from_content(content: RecordDict, expected_round: int) -> tuple[str, dict[str, float]]:
+    """Why the site declined, and the privacy it has spent (epsilon, delta)."""
+    declined = _record(content, DECLINED, ConfigRecord)
+    if declined.get("round") != expected_round or not isinstance(declined.get("reason"), str):
+        raise MalformedMessage(f"site {declined.get('site')!r}: a malformed refusal for round {declined.get('round')!r}")
+    metrics = content.metric_records.get(METRICS, MetricRecord())
+    return f"declined: {declined['reason']}", {k: float(v) for k, v in metrics.items()}
 
 
 def metrics_content(site: str, round_: int, metrics: dict[str, float]) -> RecordDict:

@@ -6,9 +6,15 @@ again; what `Site` keeps between rounds (FedBN's normalisation layers, SCAFFOLD'
 control variate) is carried in the node's run state (`context.state`), which
 never leaves the site. Every refusal (another consortium config, a message meant
 for another site) raises with the reason; Flower returns it to the coordinator.
+
+Under `privacy=dp_sgd` the site trains with DP-SGD (Opacus) as in-process, its
+budget (the accountant's history) kept in the run state too; a round that would
+overrun it is declined with the reason. Under secure aggregation the update stays
+here and the reply is a key advert (federation/flower/secagg.py).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import torch
@@ -17,18 +23,22 @@ from omegaconf import DictConfig
 
 from federation.evaluation import evaluate
 from federation.experiment import evaluation_device, quiet_lightning
+from federation.flower import secagg
 from federation.flower.builder import build_module, build_site, load_own_site
 from federation.flower.config import site_config
 from federation.flower.plan import ConsortiumPlan, consortium_plan
 from federation.flower.records import (
     META,
     Instructions,
+    declined_content,
     metrics_content,
     read_instructions,
     record_to_state,
     state_to_record,
     update_to_content,
 )
+from federation.privacy.accountant import BudgetExhausted, PrivacyBudget
+from federation.privacy.hooks import make_sites_private, privacy_kind
 from federation.site import Site
 from federation.state import StateDict, set_state
 from federation.update import ModelUpdate
@@ -36,6 +46,8 @@ from federation.update import ModelUpdate
 SITE_MEMORY = ("kept_local", "control")
 """Site attributes that must survive between rounds (StateDicts): FedBN's own norms, SCAFFOLD's c_i."""
 MEMORY_PREFIX = "site."
+BUDGET = "site.privacy_budget"
+"""DP-SGD: this site's accountant history (a JSON string); it never leaves the site."""
 
 
 def identify(run_config: Mapping, node_config: Mapping) -> RecordDict:
@@ -63,8 +75,16 @@ class SiteNode:
 
     def train(self, content: RecordDict) -> RecordDict:
         state, instructions = self._accept(content)
-        update = self._train(state, instructions)
+        self._make_private(instructions)
+        try:
+            update = self._train(state, instructions)
+        except BudgetExhausted as spent:  # the site stops contributing, and says so
+            return declined_content(self.name, instructions.round, str(spent), self._spent())
+        finally:
+            self._keep_budget()  # also what a fit that crashed half-way has spent
         keep_memory(self.site, self.memory)
+        if secagg.SECAGG in content:
+            return secagg.start(update, str(content[secagg.SECAGG]["weighting"]), self.memory)
         return update_to_content(update)
 
     def evaluate(self, content: RecordDict) -> RecordDict:
@@ -81,6 +101,25 @@ class SiteNode:
         """The one call into local training, exactly as the in-process engine makes it."""
         return self.site.train(self.module, state, instructions.limits, instructions.round, seed=instructions.seed,
                                objective=instructions.objective)
+
+    def _make_private(self, instructions: Instructions) -> None:
+        """DP-SGD: the noise calibrated to this site's planned rounds (as in-process), its budget as spent so far."""
+        if privacy_kind(self.cfg.get("privacy")) != "dp_sgd":
+            return
+        make_sites_private(self.cfg.privacy, [self.site], instructions.limits, int(self.cfg.federation.rounds))
+        saved = self.memory.config_records.get(BUDGET)
+        if saved is not None:
+            self.site.privacy.budget = PrivacyBudget.from_state_dict(json.loads(saved["state"]))
+
+    def _keep_budget(self) -> None:
+        if self.site.privacy is not None:
+            self.memory[BUDGET] = ConfigRecord({"state": json.dumps(self.site.privacy.budget.state_dict())})
+
+    def _spent(self) -> dict[str, float]:
+        if self.site.privacy is None:
+            return {}
+        epsilon, delta = self.site.privacy.budget.spent()
+        return {"epsilon": epsilon, "delta": delta}
 
     def _accept(self, content: RecordDict) -> tuple[StateDict, Instructions]:
         state, instructions = read_instructions(content)

@@ -7,6 +7,11 @@ name, a shape or dtype that the global model or the protocol does not define, an
 undeclared field, a metric not on the list, trailing bytes. It proves the *format*
 carries nothing but parameters, counts, metrics and protocol keys; it cannot tell
 whether a site hid data inside its float deltas (only DP bounds that).
+
+A deployed site's other replies go through the same check (federation/flower/egress.py):
+which site it is (`site_identity`), the global model's metrics on its splits
+(`evaluation`), what it reports beside a secure-aggregation advert (`train_report`)
+and a round it declines because its privacy budget is spent (`declined`).
 """
 from __future__ import annotations
 
@@ -28,9 +33,13 @@ from federation.privacy.messages import (
     UnmaskResponse,
 )
 from federation.update import ModelUpdate
+from models.metrics import METRIC_NAMES
 
 METRICS = frozenset({"train_loss", "epsilon", "delta"})
+EVALUATION_METRICS = frozenset(f"{split}_{name}" for split in ("val", "test") for name in METRIC_NAMES)
 SITE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+PLAN = re.compile(r"^[0-9a-f]{16}$")
+MAX_REASON = 600
 MAX_HEADER = 1 << 24
 SHARE_CIPHERTEXT = crypto.NONCE_BYTES + 2 * shamir.SHARE_BYTES + crypto.TAG_BYTES
 FIELDS = {  # kind -> declared fields and their types
@@ -39,7 +48,12 @@ FIELDS = {  # kind -> declared fields and their types
     "share_bundle": {"site": str, "round": int},
     "masked_input": {"site": str, "round": int},
     "unmask_response": {"site": str, "round": int},
+    "site_identity": {"site": str, "plan": str},
+    "evaluation": {"site": str, "round": int, "metrics": dict},
+    "train_report": {"site": str, "round": int, "n_samples": int, "metrics": dict},
+    "declined": {"site": str, "round": int, "reason": str, "metrics": dict},
 }
+NO_ARRAYS = ("site_identity", "evaluation", "train_report", "declined")
 DTYPES = {"F32": np.float32, "F64": np.float64, "U8": np.uint8, "U32": np.uint32, "U64": np.uint64}
 
 
@@ -69,6 +83,13 @@ def serialise_message(message) -> bytes:
         arrays = {f"seed_share/{s}": _bytes(b) for s, b in message.seed_shares.items()}
         return _pack("unmask_response", fields, arrays | {f"key_share/{s}": _bytes(b) for s, b in message.key_shares.items()})
     raise TypeError(f"no egress format for {type(message).__name__}")
+
+
+def serialise_fields(kind: str, fields: dict) -> bytes:
+    """A deployed site's reply that carries declared fields only (see NO_ARRAYS), in the same envelope."""
+    if kind not in NO_ARRAYS:
+        raise TypeError(f"{kind!r} messages carry arrays; use serialise_update or serialise_message")
+    return _pack(kind, fields, {})
 
 
 def check_egress(message_bytes: bytes, allowed_keys_shapes: Mapping[str, tuple[int, ...]], roster: Roster | None = None) -> None:
@@ -135,6 +156,14 @@ def _check_fields(kind: str, fields: dict, allowed_keys_shapes: Mapping) -> None
         metrics = fields["metrics"]
         if set(metrics) - METRICS or not all(isinstance(v, float) for v in metrics.values()):
             raise EgressViolation(f"model_update: metrics {sorted(set(metrics) - METRICS)} are not on the allow-list {sorted(METRICS)}")
+    if kind in ("train_report", "declined") and (set(fields["metrics"]) - METRICS or not all(isinstance(v, float) for v in fields["metrics"].values())):
+        raise EgressViolation(f"{kind}: metrics {sorted(set(fields['metrics']) - METRICS)} are not on the allow-list {sorted(METRICS)}")
+    if kind == "evaluation" and (set(fields["metrics"]) - EVALUATION_METRICS or not all(isinstance(v, float) for v in fields["metrics"].values())):
+        raise EgressViolation(f"evaluation: metrics {sorted(set(fields['metrics']) - EVALUATION_METRICS)[:5]} are not on the allow-list")
+    if kind == "site_identity" and not PLAN.match(fields["plan"]):
+        raise EgressViolation("site_identity: the plan must be a consortium plan fingerprint (16 hex digits)")
+    if kind == "declined" and len(fields["reason"]) > MAX_REASON:
+        raise EgressViolation(f"declined: a reason of {len(fields['reason'])} characters, more than {MAX_REASON}")
     if kind == "key_advert":
         for key, shape in fields["keys"].items():
             if key not in allowed_keys_shapes or tuple(shape) != tuple(allowed_keys_shapes[key]):
@@ -147,6 +176,8 @@ def _allowed_arrays(kind: str, fields: dict, shapes: Mapping, roster: Roster | N
         return {name: (tuple(shape), ("F32",)) for k, shape in shapes.items() for name in (k, f"control/{k}")}
     if kind == "key_advert":
         return {n: ((crypto.KEY_BYTES,), ("U8",)) for n in ("cipher_public", "mask_public")}
+    if kind in NO_ARRAYS:
+        return {}
     if roster is None:
         raise EgressViolation(f"{kind}: a protocol message needs the round's roster to be checked")
     peers = [s for s in roster.sites if s != fields["site"]]

@@ -18,7 +18,9 @@ Semi-honest model: we check what an honest site can check (its own key in the
 roster, a strict-majority threshold, never revealing both secrets of one peer),
 but not the consistency round Bonawitz et al. add against an active coordinator.
 Sites and coordinator are separate objects exchanging the dataclasses of
-`messages.py`, so the same code can run over Flower.
+`messages.py`; `secure_sum` drives the four steps over any `ProtocolSites`: the
+sites in this process (`LocalSites`, the in-process engine) or at the other end
+of Flower messages (federation/flower/secagg.py), so both run this one protocol.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -186,6 +189,36 @@ class SecAggClient:
         keys = {s: self._held[s][1].to_bytes() for s in sorted(dropped)}
         return UnmaskResponse(self.site, request.round, seeds, keys)
 
+    def state_dict(self) -> dict:
+        """This half between two steps: the update and the secrets, which never leave the site.
+
+        A deployed site answers each step in a fresh process (Flower), so it keeps this
+        in its node's run state and resumes with `from_state_dict`.
+        """
+        state = {"site": self.site, "round": self.round, "deltas": dict(self.deltas), "counts": dict(self.counts), "clipped": self.clipped,
+                 "cipher_keys": self._cipher_keys, "mask_keys": self._mask_keys, "seed": self._seed,
+                 "revealed_seed": sorted(self._revealed_seed), "revealed_key": sorted(self._revealed_key)}
+        if hasattr(self, "roster"):
+            state |= {"roster": self.roster, "held": {s: (a.to_bytes(), b.to_bytes()) for s, (a, b) in self._held.items()}}
+        if hasattr(self, "_u2"):
+            state["u2"] = sorted(self._u2)
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping) -> SecAggClient:
+        client = cls(state["site"], state["deltas"], state["counts"])
+        client.round, client.clipped, client._seed = int(state["round"]), bool(state["clipped"]), state["seed"]
+        client._cipher_keys, client._mask_keys = state["cipher_keys"], state["mask_keys"]
+        client._revealed_seed, client._revealed_key = set(state["revealed_seed"]), set(state["revealed_key"])
+        if "roster" in state:
+            client.roster = state["roster"]
+            client.codec = FixedPointCodec(len(client.roster.sites), client.roster.clip, client.roster.precision_bits, client.roster.max_count)
+            point = client.roster.point(client.site)
+            client._held = {s: (shamir.Share.from_bytes(point, a), shamir.Share.from_bytes(point, b)) for s, (a, b) in state["held"].items()}
+        if "u2" in state:
+            client._u2 = set(state["u2"])
+        return client
+
     def _check_roster(self, roster: Roster) -> None:
         if roster.mask_public.get(self.site) != self._mask_keys.public or roster.cipher_public.get(self.site) != self._cipher_keys.public:
             raise SecAggError(f"site {self.site!r}: the roster does not carry this site's own public keys")
@@ -209,6 +242,8 @@ class SecureSum:
 
     weighted: dict[str, torch.Tensor]
     counts: dict[str, int]
+    sites: tuple[str, ...] = ()
+    """The sites whose inputs are in the sums (U3: sent a masked input and were unmasked)."""
 
     def means(self) -> dict[str, torch.Tensor]:
         return {k: (s / self.counts[k]).float() for k, s in self.weighted.items() if self.counts[k] > 0}
@@ -270,7 +305,7 @@ class SecAggServer:
             for i, (key, shape) in enumerate(zip(group.keys, group.shapes)):
                 weighted[key] = torch.from_numpy(sums[offsets[i] : offsets[i + 1]].copy()).reshape(shape)
                 counts[key] = int(key_counts[i])
-        return SecureSum(weighted, counts)
+        return SecureSum(weighted, counts, tuple(sorted(self._inputs)))
 
     def _unmasked_total(self, group: Group, members: list[str], seeds: dict[str, bytes], keys: dict[str, bytes]) -> np.ndarray:
         dtype, round_ = self._codec.dtype, self._roster.round
@@ -309,36 +344,71 @@ class SecAggServer:
 Observer = Callable[[str, object], None]
 
 
-def run_secure_aggregation(
-    clients: Sequence[SecAggClient], server: SecAggServer, round_: int,
-    dropouts: Mapping[str, str] | None = None, observe: Observer | None = None,
-) -> SecureSum:
-    """Run the four steps in-process, passing messages between separate site and coordinator objects.
+class ProtocolSites(Protocol):
+    """The sites as the coordinator reaches them: each step asks every site concerned and returns the answers that came.
+
+    A site that does not answer a step has dropped out; `secure_sum` recovers it or fails.
+    """
+
+    def advertise(self, round_: int) -> list[KeyAdvert]: ...
+
+    def share(self, roster: Roster) -> list[ShareBundle]: ...
+
+    def mask(self, routed: Mapping[str, RoutedShares]) -> list[MaskedInput]: ...
+
+    def unmask(self, request: UnmaskRequest) -> list[UnmaskResponse]: ...
+
+
+def secure_sum(sites: ProtocolSites, server: SecAggServer, round_: int) -> SecureSum:
+    """The four steps of Figure 4 (advertise, share, mask, unmask), whatever carries the messages."""
+    roster = server.roster(sites.advertise(round_), round_)
+    routed = server.route(sites.share(roster))
+    request = server.unmask_request(sites.mask(routed))
+    return server.unmask(sites.unmask(request))
+
+
+class LocalSites:
+    """The sites' halves in this process, each answering through its own SecAggClient.
 
     `dropouts`: site -> the step it no longer answers ('share', 'mask' or 'unmask'),
     to simulate sites that leave mid-round. `observe(site, message)` sees every
     message a site sends (the coordinator's whole view, and what the egress check checks).
     """
-    dropouts = dict(dropouts or {})
-    unknown = set(dropouts.values()) - set(STAGES[1:])
-    if unknown:
-        raise ValueError(f"unknown dropout steps {sorted(unknown)}; known: {STAGES[1:]}")
-    observe = observe or (lambda site, message: None)
 
-    last = {site: STAGES.index(stage) for site, stage in dropouts.items()}
+    def __init__(self, clients: Sequence[SecAggClient], dropouts: Mapping[str, str] | None = None, observe: Observer | None = None):
+        dropouts = dict(dropouts or {})
+        unknown = set(dropouts.values()) - set(STAGES[1:])
+        if unknown:
+            raise ValueError(f"unknown dropout steps {sorted(unknown)}; known: {STAGES[1:]}")
+        self.clients = list(clients)
+        self.last = {site: STAGES.index(stage) for site, stage in dropouts.items()}
+        self.observe = observe or (lambda site, message: None)
 
-    def answering(stage: str) -> list[SecAggClient]:
-        return [c for c in clients if STAGES.index(stage) < last.get(c.site, len(STAGES))]
+    def advertise(self, round_: int) -> list[KeyAdvert]:
+        return [self._send(c, c.advertise(round_)) for c in self.clients]
 
-    def send(client: SecAggClient, message):
-        observe(client.site, message)
+    def share(self, roster: Roster) -> list[ShareBundle]:
+        return [self._send(c, c.share_keys(roster)) for c in self._answering("share")]
+
+    def mask(self, routed: Mapping[str, RoutedShares]) -> list[MaskedInput]:
+        for client in self._answering("mask"):
+            client.receive_shares(routed[client.site])
+        return [self._send(c, c.masked_input()) for c in self._answering("mask")]
+
+    def unmask(self, request: UnmaskRequest) -> list[UnmaskResponse]:
+        return [self._send(c, c.unmask(request)) for c in self._answering("unmask") if c.site in set(request.survivors)]
+
+    def _answering(self, stage: str) -> list[SecAggClient]:
+        return [c for c in self.clients if STAGES.index(stage) < self.last.get(c.site, len(STAGES))]
+
+    def _send(self, client: SecAggClient, message):
+        self.observe(client.site, message)
         return message
 
-    roster = server.roster([send(c, c.advertise(round_)) for c in clients], round_)
-    bundles = [send(c, c.share_keys(roster)) for c in answering("share")]
-    routed = server.route(bundles)
-    for client in answering("mask"):
-        client.receive_shares(routed[client.site])
-    request = server.unmask_request([send(c, c.masked_input()) for c in answering("mask")])
-    survivors = set(request.survivors)
-    return server.unmask([send(c, c.unmask(request)) for c in answering("unmask") if c.site in survivors])
+
+def run_secure_aggregation(
+    clients: Sequence[SecAggClient], server: SecAggServer, round_: int,
+    dropouts: Mapping[str, str] | None = None, observe: Observer | None = None,
+) -> SecureSum:
+    """Run the four steps in-process, passing messages between separate site and coordinator objects (see `LocalSites`)."""
+    return secure_sum(LocalSites(clients, dropouts, observe), server, round_)

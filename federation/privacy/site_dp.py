@@ -13,16 +13,20 @@ Trust model: the clip is the sites' step and the noise the coordinator's. Wrappi
 SecureFedAvg, the coordinator only ever sees the clipped sum, then adds the noise,
 so the released model is DP against everyone else (other sites, model users,
 membership inference). Noise added by the sites instead (distributed DP) would
-also protect against the coordinator; it is not implemented.
+also protect against the coordinator; it is not implemented. In a Flower
+deployment with SecureFedAvg the sites themselves clip (to clip_norm, as the
+secure-aggregation roster tells them) and weigh every key once (`combine_secure`).
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 
 import torch
 
 from federation.privacy.accountant import PrivacyBudget
+from federation.privacy.secagg import ProtocolSites
 from federation.robust import clip_to_norm
 from federation.state import StateDict
 from federation.strategies.base import Strategy
@@ -52,6 +56,25 @@ class SiteLevelDP(Strategy):
         return not self.budget(site).can_spend(self.noise_multiplier, self.sample_rate)
 
     def combine(self, updates: list[ModelUpdate]) -> dict[str, torch.Tensor]:
+        admitted = self.admit(updates)
+        if not admitted:
+            return {}
+        clipped = [replace(u, deltas=clip_to_norm(u.deltas, self.clip_norm), sample_counts={k: 1 for k in u.deltas}) for u in admitted]
+        means = self.inner.combine(clipped)
+        holders = {k: sum(k in u.deltas for u in admitted) for k in means}
+        return self.release(means, holders, [u.site for u in admitted])
+
+    def combine_secure(self, sites: ProtocolSites, round_: int) -> dict[str, torch.Tensor]:
+        """Over secure aggregation with deployed sites: they clip to clip_norm and weigh each key once (unit counts),
+        so the unmasked counts are the holders; the coordinator adds the noise. Sites over budget were never asked."""
+        secure_sum = getattr(self.inner, "secure_sum", None)
+        if secure_sum is None:
+            raise TypeError(f"{type(self.inner).__name__} does not aggregate through secure aggregation")
+        result = secure_sum(sites, round_, clip=self.clip_norm)
+        return self.release(result.means(), result.counts, result.sites)
+
+    def admit(self, updates: list[ModelUpdate]) -> list[ModelUpdate]:
+        """The updates of sites whose budget allows this round; the others are refused, with the reason logged."""
         admitted = []
         for update in updates:
             if self.would_exceed(update.site):
@@ -60,14 +83,24 @@ class SiteLevelDP(Strategy):
                 self.refusals.append(message)
             else:
                 admitted.append(update)
-        if not admitted:
-            return {}
-        clipped = [replace(u, deltas=clip_to_norm(u.deltas, self.clip_norm), sample_counts={k: 1 for k in u.deltas}) for u in admitted]
-        means = self.inner.combine(clipped)
-        holders = {k: sum(k in u.deltas for u in admitted) for k in means}
-        for update in admitted:
-            self.budget(update.site).spend(self.noise_multiplier, self.sample_rate)
+        return admitted
+
+    def release(self, means: dict[str, torch.Tensor], holders: Mapping[str, int], sites) -> dict[str, torch.Tensor]:
+        """Spend one round of each contributing site's budget and add the Gaussian noise to each key's mean."""
+        for site in sites:
+            self.budget(site).spend(self.noise_multiplier, self.sample_rate)
         return {k: m + self._noise(m, holders[k]) for k, m in means.items()}
+
+    def state_dict(self) -> dict:
+        """What a deployed coordinator checkpoints: every site's budget, the noise generator, the inner strategy's state."""
+        inner = self.inner.state_dict() if hasattr(self.inner, "state_dict") else None
+        return {"budgets": {s: b.state_dict() for s, b in self.budgets.items()}, "generator": self.generator.get_state(), "inner": inner}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.budgets = {s: PrivacyBudget.from_state_dict(b) for s, b in state["budgets"].items()}
+        self.generator.set_state(state["generator"])
+        if state.get("inner") is not None and hasattr(self.inner, "load_state_dict"):
+            self.inner.load_state_dict(state["inner"])
 
     def _noise(self, mean: torch.Tensor, holders: int) -> torch.Tensor:
         std = self.noise_multiplier * self.clip_norm / holders

@@ -8,17 +8,24 @@ to L2 norm `clip_bound` (so FedAvg's result when no update is longer than that).
 
 In-process the sites' halves of the protocol run here, one SecAggClient per
 update, but they talk to the SecAggServer only through protocol messages; in a
-Flower deployment each client half runs at its site.
+Flower deployment each client half runs at its site and the coordinator calls
+`combine_secure` with the sites at the far end of Flower messages (the same
+`secure_sum`, federation/flower/secagg.py).
 """
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 
 from federation.privacy.secagg import (
+    LocalSites,
     Observer,
+    ProtocolSites,
     SecAggClient,
     SecAggServer,
-    run_secure_aggregation,
+    SecureSum,
+    secure_sum,
 )
 from federation.strategies.base import Strategy
 from federation.update import ModelUpdate
@@ -52,12 +59,25 @@ class SecureFedAvg(Strategy):
         """Sites whose update was longer than clip_bound in the last round."""
 
     def combine(self, updates: list[ModelUpdate]) -> dict[str, torch.Tensor]:
-        clients = [SecAggClient(u.site, u.deltas, self._weights(u)) for u in updates]
-        result = run_secure_aggregation(clients, SecAggServer(**self.server_options), updates[0].round, observe=self.observe)
+        clients = [SecAggClient(u.site, u.deltas, site_weights(u.sample_counts, self.weighting)) for u in updates]
+        result = self.secure_sum(LocalSites(clients, observe=self.observe), updates[0].round)
         self.clipped = [c.site for c in clients if c.clipped]
         return result.means()
 
-    def _weights(self, update: ModelUpdate) -> dict[str, int]:
-        if self.weighting == "uniform":
-            return {k: 1 for k in update.deltas}
-        return dict(update.sample_counts)
+    def combine_secure(self, sites: ProtocolSites, round_: int) -> dict[str, torch.Tensor]:
+        """The per-key means from sites that hold their own updates (a deployment): they never reach this process."""
+        return self.secure_sum(sites, round_).means()
+
+    def secure_sum(self, sites: ProtocolSites, round_: int, clip: float | None = None) -> SecureSum:
+        """The protocol over `sites`; `clip`: a tighter L2 bound for the sites to clip to (site-level DP's clip_norm)."""
+        options = dict(self.server_options)
+        if clip is not None:
+            options["clip"] = min(float(clip), float(options["clip"]))
+        return secure_sum(sites, SecAggServer(**options), round_)
+
+
+def site_weights(sample_counts: Mapping[str, int], weighting: str) -> dict[str, int]:
+    """What a site encodes next to each key: its sample count (FedAvg) or 1 (every holder once)."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    return {k: 1 for k in sample_counts} if weighting == "uniform" else {k: int(c) for k, c in sample_counts.items()}
