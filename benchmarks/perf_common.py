@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,31 +42,18 @@ class Federation:
 
 
 def build_federation(cfg) -> Federation:
-    """The module and sites of `cfg`, built as federation.experiment._run_seed builds them."""
+    """The module and sites of `cfg`, built as federation.experiment._run_seed builds them (federation/build.py)."""
     import logging
 
-    import lightning as L
-    from hydra.utils import instantiate
-
+    from federation.build import build_module, build_sites
     from federation.experiment import quiet_lightning
-    from federation.site import Site
     from modalities.consortium import load_consortium
-    from modalities.dataset import collate_batch
-    from models.builder import build_model
-    from models.lit_module import MultimodalLitModule
 
     quiet_lightning()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     consortium = load_consortium(cfg.data, seed=cfg.seed)
-    L.seed_everything(cfg.seed, verbose=False)
-    model = build_model(cfg.model, consortium.modalities, consortium.label_space.labels)
-    optimizer = instantiate(cfg.federation.get("optimizer") or cfg.model.optimizer)
-    loss = instantiate(cfg.model.loss) if cfg.model.get("loss") else None
-    module = MultimodalLitModule(model, optimizer=optimizer, loss=loss, **cfg.model.get("training", {}))
-    make_trainer = instantiate(cfg.trainer)
-    collate = partial(collate_batch, modalities=model.modalities, readers=consortium.readers)
-    sites = [Site(data, collate, cfg.data.batch_size, make_trainer) for data in consortium.sites]
-    return Federation(cfg, module, sites)
+    module = build_module(cfg, consortium.modalities, consortium.label_space.labels, cfg.seed)
+    return Federation(cfg, module, build_sites(cfg, consortium, module))
 
 
 @dataclass

@@ -10,16 +10,15 @@ import json
 import logging
 import warnings
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
-import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from federation.attacks import with_attackers
 from federation.baselines import train_local, train_pooled
+from federation.build import build_module, build_sites
 from federation.compression import with_compression
 from federation.engine import InProcessEngine
 from federation.evaluation import predict
@@ -35,9 +34,6 @@ from federation.state import get_state, set_state, trainable_keys
 from federation.validation import UpdateValidator
 from federation.vus_evaluation import VusEvaluation
 from modalities.consortium import Consortium, load_consortium
-from modalities.dataset import collate_batch
-from models.builder import build_model
-from models.lit_module import MultimodalLitModule
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +115,10 @@ class SeedRun:
 
 
 def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path) -> SeedRun:
-    L.seed_everything(seed, verbose=False)
-    model = build_model(cfg.model, consortium.modalities, consortium.label_space.labels)
-    # The sites' optimizer in the rounds may differ from the baselines' (FLamby: SGD for FedAvg, Adam otherwise).
-    round_optimizer = instantiate(cfg.federation.get("optimizer") or cfg.model.optimizer)
-    loss = instantiate(cfg.model.loss) if cfg.model.get("loss") else None
-    module = MultimodalLitModule(model, optimizer=round_optimizer, loss=loss, **cfg.model.get("training", {}))
+    module = build_module(cfg, consortium.modalities, consortium.label_space.labels, seed)
+    model = module.model
     make_trainer = instantiate(cfg.trainer)
-    collate = partial(collate_batch, modalities=model.modalities, readers=consortium.readers)
-    sites = [Site(data, collate, cfg.data.batch_size, make_trainer) for data in consortium.sites]
+    sites = build_sites(cfg, consortium, module, make_trainer)
     make_sites_private(cfg.get("privacy"), sites, local_limits(cfg.federation), cfg.federation.rounds)  # privacy=dp_sgd
     compressing = with_compression(sites, cfg.federation.get("compression"))  # update codec at each site, if configured
     rounds_sites = with_attackers(compressing, cfg.federation.get("attackers"))  # simulated Byzantine sites, if configured

@@ -1,37 +1,28 @@
 """Building the model, the strategy and a site from config, as the in-process run builds them.
 
-Mirrors federation/experiment.py `_run_seed` step for step (same seed before
-`build_model`, same round optimizer and loss), so that the coordinator's initial
-model and a site's frozen weights equal the in-process run's. The coordinator
-builds from the consortium plan alone; a site also loads its own data, and only
-its own. (A candidate for one shared builder with experiment.py.)
+Through federation/build.py, as the in-process run builds them, so that the
+coordinator's initial model and a site's frozen weights equal the in-process
+run's. The coordinator builds from the consortium plan alone; a site also loads
+its own data, and only its own.
 """
 from __future__ import annotations
 
-from functools import partial
-
-import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from federation import build
 from federation.flower.plan import ConsortiumPlan, own_site_data
 from federation.participation import Participation
 from federation.site import Site
 from federation.strategies.base import Strategy
 from federation.validation import UpdateValidator
 from modalities.consortium import Consortium, load_consortium
-from modalities.dataset import collate_batch
-from models.builder import build_model
 from models.lit_module import MultimodalLitModule
 
 
 def build_module(cfg: DictConfig, plan: ConsortiumPlan) -> MultimodalLitModule:
     """The global model as a LightningModule, seeded as the in-process run seeds it."""
-    L.seed_everything(cfg.seed, verbose=False)
-    model = build_model(cfg.model, list(plan.modalities), list(plan.labels))
-    round_optimizer = instantiate(cfg.federation.get("optimizer") or cfg.model.optimizer)
-    loss = instantiate(cfg.model.loss) if cfg.model.get("loss") else None
-    return MultimodalLitModule(model, optimizer=round_optimizer, loss=loss, **cfg.model.get("training", {}))
+    return build.build_module(cfg, plan.modalities, plan.labels, cfg.seed)
 
 
 def build_strategy(cfg: DictConfig) -> tuple[Strategy, Participation, UpdateValidator]:
@@ -57,5 +48,4 @@ def load_own_site(cfg: DictConfig, plan: ConsortiumPlan) -> Consortium:
 
 
 def build_site(cfg: DictConfig, consortium: Consortium, module: MultimodalLitModule) -> Site:
-    collate = partial(collate_batch, modalities=module.model.modalities, readers=consortium.readers)
-    return Site(consortium.sites[0], collate, cfg.data.batch_size, instantiate(cfg.trainer))
+    return build.build_sites(cfg, consortium, module)[0]

@@ -10,9 +10,6 @@ as any model user or site does.
 """
 from __future__ import annotations
 
-from functools import partial
-
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,14 +17,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from federation.build import build_module, build_sites
 from federation.evaluation import predict
 from federation.experiment import local_limits
 from federation.privacy.simulation import run_private_federation
-from federation.site import Site
 from modalities.consortium import Consortium
-from modalities.dataset import collate_batch
-from models.builder import build_model
-from models.lit_module import MultimodalLitModule
 
 
 def per_sample_losses(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,13 +44,9 @@ def loss_threshold_attack(member_losses: torch.Tensor, nonmember_losses: torch.T
 
 def attack_federation(cfg: DictConfig, privacy_cfg, consortium: Consortium, seed: int) -> dict[str, float]:
     """Train the federation under `privacy_cfg`, then attack its final model."""
-    L.seed_everything(seed, verbose=False)
-    model = build_model(cfg.model, consortium.modalities, consortium.label_space.labels)
-    loss = instantiate(cfg.model.loss) if cfg.model.get("loss") else None
-    optimizer = instantiate(cfg.federation.get("optimizer") or cfg.model.optimizer)
-    module = MultimodalLitModule(model, optimizer=optimizer, loss=loss, **cfg.model.get("training", {}))
-    collate = partial(collate_batch, modalities=model.modalities, readers=consortium.readers)
-    sites = [Site(data, collate, cfg.data.batch_size, instantiate(cfg.trainer)) for data in consortium.sites]
+    module = build_module(cfg, consortium.modalities, consortium.label_space.labels, seed)
+    model = module.model
+    sites = build_sites(cfg, consortium, module)
     privacy = OmegaConf.to_container(privacy_cfg, resolve=True) if isinstance(privacy_cfg, DictConfig) else privacy_cfg
     run = run_private_federation(sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, local_limits(cfg.federation), seed, privacy)
     members, nonmembers, correct = [], [], []
