@@ -23,12 +23,11 @@ import os
 import signal
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 
+from federation.build import build_sites
 from federation.engine import InProcessEngine
 from federation.evaluation import evaluate
 from federation.experiment import local_limits, quiet_lightning
@@ -38,9 +37,7 @@ from federation.flower.config import compose_config, join_overrides
 from federation.flower.loopback import Loopback
 from federation.flower.plan import consortium_plan
 from federation.flower.run_folder import RunFolder
-from federation.site import Site
 from modalities.consortium import load_consortium
-from modalities.dataset import collate_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 LOAD_AT_START = os.getloadavg()[0]  # other work on the machine slows the process-per-message runtimes most
@@ -55,8 +52,7 @@ def in_process(overrides: list[str]) -> dict:
     cfg = compose_config("train", overrides)
     data = load_consortium(cfg.data, seed=cfg.seed)
     module = build_module(cfg, consortium_plan(cfg.data))
-    collate = partial(collate_batch, modalities=module.model.modalities, readers=data.readers)
-    sites = [Site(d, collate, cfg.data.batch_size, instantiate(cfg.trainer)) for d in data.sites]
+    sites = build_sites(cfg, data, module)
     strategy, participation, validator = build_strategy(cfg)
     engine = InProcessEngine(sites, module, strategy, cfg.federation.rounds, local_limits(cfg.federation), cfg.seed,
                              participation=participation, validator=validator)

@@ -148,7 +148,7 @@ class Site:
         finally:
             module.set_proximal(0.0, None)
             module.set_correction(None)
-        loss = trainer.callback_metrics.get("train/loss")
+        loss = module.epoch_train_loss
         lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
         return LocalFit(None if loss is None else float(loss), int(trainer.global_step), lr)
 

@@ -1,6 +1,7 @@
 """Training-time behaviour of the LightningModule: modality dropout and metrics."""
 import math
 
+import pytest
 import torch
 
 from models.lit_module import drop_modalities
@@ -45,3 +46,25 @@ def test_macro_auroc_ignores_classes_absent_from_the_labels_and_is_undefined_for
 
     assert classification_metrics(logits, labels)["macro_auroc"] == 1.0
     assert math.isnan(classification_metrics(logits[:2], labels[:2])["macro_auroc"])
+
+
+def test_epoch_train_loss_is_what_a_logger_records_and_needs_no_logger(tmp_path):
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+    from support import tiny_module, tiny_site
+
+    site = tiny_site("s", 10, with_imaging=True, seed=0)
+    losses = {}
+    for name, logger in (("logged", CSVLogger(tmp_path)), ("unlogged", False)):
+        module = tiny_module()
+        for layer in module.modules():  # deterministic steps: both fits see the same losses
+            if isinstance(layer, torch.nn.Dropout):
+                layer.p = 0.0
+        L.seed_everything(0, verbose=False)
+        trainer = L.Trainer(max_epochs=2, logger=logger, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(module, train_dataloaders=site.loader("train", shuffle=True, seed=0))
+        losses[name] = (module.epoch_train_loss, trainer.callback_metrics.get("train/loss"))
+
+    (logged_own, logged_lightning), (unlogged_own, unlogged_lightning) = losses["logged"], losses["unlogged"]
+    assert logged_own == pytest.approx(float(logged_lightning), rel=1e-5)
+    assert unlogged_own == pytest.approx(logged_own, rel=1e-5) and unlogged_lightning is None
