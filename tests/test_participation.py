@@ -15,6 +15,7 @@ from federation.round_record import (
 )
 from federation.state import get_state, trainable_keys
 from federation.strategies.fedavg import FedAvg
+from federation.update import ModelUpdate
 from federation.validation import UpdateValidator
 
 LIMITS = {"max_epochs": 1}
@@ -205,3 +206,27 @@ def test_participation_settings_are_checked():
         engine(sites(2), participation=Participation(min_sites=3))
     with pytest.raises(ValueError, match="max_norm_ratio"):
         UpdateValidator(max_norm_ratio=0.5)
+
+
+def test_the_direction_rule_refuses_a_flipped_update_the_norm_rule_cannot_see():
+    # Prepare: four sites near one direction, a fifth sends its update sign-flipped at half the size
+    g = torch.Generator().manual_seed(0)
+    true = {"head.weight": torch.randn(3, 4, generator=g), "head.bias": torch.randn(3, generator=g)}
+    state = {k: torch.zeros_like(v) for k, v in true.items()}
+
+    def update(site: str, sign: float) -> ModelUpdate:
+        deltas = {k: sign * (v + 0.3 * torch.randn(v.shape, generator=g)) for k, v in true.items()}
+        return ModelUpdate(site, 1, deltas, {k: 10 for k in deltas}, 10)
+
+    updates = [update(f"h{i}", 1.0) for i in range(4)] + [update("flipped", -0.5)]
+
+    # Execute
+    _, norm_only = UpdateValidator().screen(updates, state)
+    accepted, rejected = UpdateValidator(min_cosine=0.0).screen(updates, state)
+
+    # Assert
+    assert norm_only == {}
+    assert list(rejected) == ["flipped"] and "coordinate-wise median" in rejected["flipped"]
+    assert [u.site for u in accepted] == ["h0", "h1", "h2", "h3"]
+    with pytest.raises(ValueError, match="min_cosine"):
+        UpdateValidator(min_cosine=2.0)
