@@ -98,3 +98,15 @@ def test_unknown_keep_local_is_refused():
     module, state = start()
     with pytest.raises(ValueError, match="cannot keep 'everything' local"):
         tiny_site("a", 4, True, 1).train(module, state, LIMITS, 1, seed=1, objective={"keep_local": "everything"})
+
+
+def test_scaffold_refuses_a_round_optimizer_that_is_not_sgd():
+    from functools import partial
+
+    module = tiny_module()
+    module.optimizer_factory = partial(torch.optim.Adam, lr=1e-3)
+    site = tiny_site("a", 6, True, seed=0)
+    state = get_state(module, trainable_keys(module))
+
+    with pytest.raises(ValueError, match="SCAFFOLD needs plain SGD local steps, the round optimizer is Adam"):
+        site.train(module, state, {"max_epochs": 1}, 1, seed=0, objective=Scaffold().local_objective())
