@@ -7,7 +7,9 @@ SuperNode processes; these check what could go wrong in it, quickly.
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
+import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -135,12 +137,23 @@ class InProcessGrid(Grid):
         return replies
 
 
-def client_node(node_id: int, site: str, consortium: list[str], data_path: str | None = None) -> Callable[[Message], Message]:
-    """The real ClientApp behind one node, with this node's config and its own run state, as a SuperNode would keep it."""
+def client_node(
+    node_id: int, site: str, consortium: list[str], data_path: str | None = None, budget_file: Path | None = None, restarts: bool = False
+) -> Callable[[Message], Message]:
+    """The real ClientApp behind one node, with this node's config and its own run state, as a SuperNode would keep it.
+
+    `budget_file`: where the site keeps its DP-SGD accountant (a fresh temporary file by default);
+    `restarts`: the SuperNode restarts before every message, so its run state is empty each time.
+    """
     run_config = {"consortium": join_overrides(consortium), "coordinator": ""}
-    node_config = {"site": site, "data": data_path or "", "overrides": ""}
-    context = Context(run_id=1, node_id=node_id, node_config=node_config, state=RecordDict(), run_config=run_config)
-    return lambda message: client_app.app(message, context)
+    budget_file = budget_file or Path(tempfile.mkdtemp()) / "privacy_budget.json"
+    node_config = {"site": site, "data": data_path or "", "overrides": join_overrides([f"deploy.budget_file={budget_file}"])}
+
+    def context() -> Context:
+        return Context(run_id=1, node_id=node_id, node_config=node_config, state=RecordDict(), run_config=run_config)
+
+    kept = context()
+    return lambda message: client_app.app(message, context() if restarts else kept)
 
 
 def coordinator(overrides: list[str], grid: Grid, run_dir: Path) -> Coordinator:
@@ -524,6 +537,21 @@ def test_a_dp_sgd_site_out_of_budget_declines_and_says_why(table_root, tmp_path)
     assert all(first["sites"][s]["status"] == ACCEPTED for s in SITES)
     assert all(second["sites"][s]["status"] == SKIPPED and "stops contributing" in second["sites"][s]["reason"] for s in SITES)
     assert second["privacy"] == first["privacy"]  # nothing more was spent
+
+
+def test_a_restarted_dp_sgd_site_resumes_its_budget_from_its_own_disk(table_root, tmp_path):
+    # as in the test above (one round fits the budget, two do not), but every SuperNode restarts before each message
+    overrides = consortium_overrides(table_root, privacy="dp_sgd") + ["privacy.epsilon=2.0", "privacy.delta=1e-2", "privacy.noise_multiplier=1.5"]
+    nodes = {100 + i: client_node(100 + i, site, overrides, budget_file=tmp_path / site / "budget.json", restarts=True)
+             for i, site in enumerate(SITES)}
+
+    state = coordinator(overrides, InProcessGrid(nodes), tmp_path / "run").run()
+
+    first, second = state.rounds
+    assert all(first["sites"][s]["status"] == ACCEPTED for s in SITES)
+    assert all(second["sites"][s]["status"] == SKIPPED and "stops contributing" in second["sites"][s]["reason"] for s in SITES)
+    saved = json.loads((tmp_path / SITES[0] / "budget.json").read_text())
+    assert list(saved) == ["1"]  # per Flower run
 
 
 def test_site_level_dp_over_secure_aggregation_matches_the_in_process_engine(table_root, tmp_path):

@@ -27,7 +27,7 @@ def query(message: Message, context: Context) -> Message:
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    node = SiteNode.from_context(context.run_config, context.node_config, context.state)
+    node = SiteNode.from_context(context.run_config, context.node_config, context.state, context.run_id)
     return Message(node.train(message.content), reply_to=message)
 
 
@@ -48,5 +48,5 @@ def secagg_unmask(message: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    node = SiteNode.from_context(context.run_config, context.node_config, context.state)
+    node = SiteNode.from_context(context.run_config, context.node_config, context.state, context.run_id)
     return Message(node.evaluate(message.content), reply_to=message)

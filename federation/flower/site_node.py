@@ -8,14 +8,17 @@ never leaves the site. Every refusal (another consortium config, a message meant
 for another site) raises with the reason; Flower returns it to the coordinator.
 
 Under `privacy=dp_sgd` the site trains with DP-SGD (Opacus) as in-process, its
-budget (the accountant's history) kept in the run state too; a round that would
-overrun it is declined with the reason. Under secure aggregation the update stays
+budget (the accountant's history) kept in the run state too, and on the site's
+own disk (`deploy.budget_file`, per Flower run), so that a restarted SuperNode
+resumes its accountant instead of starting afresh; a round that would overrun it
+is declined with the reason. Under secure aggregation the update stays
 here and the reply is a key advert (federation/flower/secagg.py).
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
@@ -37,6 +40,7 @@ from federation.flower.records import (
     state_to_record,
     update_to_content,
 )
+from federation.outputs import write_json
 from federation.privacy.accountant import BudgetExhausted, PrivacyBudget
 from federation.privacy.hooks import make_sites_private, privacy_kind
 from federation.site import Site
@@ -59,9 +63,9 @@ def identify(run_config: Mapping, node_config: Mapping) -> RecordDict:
 
 
 class SiteNode:
-    def __init__(self, cfg: DictConfig, plan: ConsortiumPlan, memory: RecordDict):
+    def __init__(self, cfg: DictConfig, plan: ConsortiumPlan, memory: RecordDict, run_id: int = 0):
         quiet_lightning()
-        self.cfg, self.plan, self.memory = cfg, plan, memory
+        self.cfg, self.plan, self.memory, self.run_id = cfg, plan, memory, run_id
         self.name = str(cfg.deploy.site)
         self.module = build_module(cfg, plan)
         self.site = build_site(cfg, load_own_site(cfg, plan), self.module)
@@ -69,9 +73,9 @@ class SiteNode:
         restore_memory(self.site, memory)
 
     @classmethod
-    def from_context(cls, run_config: Mapping, node_config: Mapping, memory: RecordDict) -> SiteNode:
+    def from_context(cls, run_config: Mapping, node_config: Mapping, memory: RecordDict, run_id: int = 0) -> SiteNode:
         cfg = site_config(run_config, node_config)
-        return cls(cfg, consortium_plan(cfg.data), memory)
+        return cls(cfg, consortium_plan(cfg.data), memory, run_id)
 
     def train(self, content: RecordDict) -> RecordDict:
         state, instructions = self._accept(content)
@@ -108,12 +112,28 @@ class SiteNode:
             return
         make_sites_private(self.cfg.privacy, [self.site], instructions.limits, int(self.cfg.federation.rounds))
         saved = self.memory.config_records.get(BUDGET)
-        if saved is not None:
-            self.site.privacy.budget = PrivacyBudget.from_state_dict(json.loads(saved["state"]))
+        state = json.loads(saved["state"]) if saved is not None else self._budgets_on_disk().get(str(self.run_id))
+        if state is not None:
+            self.site.privacy.budget = PrivacyBudget.from_state_dict(state)
 
     def _keep_budget(self) -> None:
-        if self.site.privacy is not None:
-            self.memory[BUDGET] = ConfigRecord({"state": json.dumps(self.site.privacy.budget.state_dict())})
+        """The accountant into the run state, and onto this site's disk (atomically) where it outlives the SuperNode."""
+        if self.site.privacy is None:
+            return
+        state = self.site.privacy.budget.state_dict()
+        self.memory[BUDGET] = ConfigRecord({"state": json.dumps(state)})
+        if self.cfg.deploy.get("budget_file"):
+            write_json(Path(self.cfg.deploy.budget_file), self._budgets_on_disk() | {str(self.run_id): state})
+
+    def _budgets_on_disk(self) -> dict:
+        """Per Flower run id, the accountant state this site last saved; a damaged file stops the site, naming it."""
+        path = Path(self.cfg.deploy.budget_file) if self.cfg.deploy.get("budget_file") else None
+        if path is None or not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: the site's privacy budget file is not valid JSON ({error}); restore it from a backup") from None
 
     def _spent(self) -> dict[str, float]:
         if self.site.privacy is None:
