@@ -18,6 +18,7 @@ import statistics
 import time
 
 import torch
+from flower_rounds import HEART
 from perf_common import SMOKE, build_federation, config, markdown_table
 
 from federation.engine import InProcessEngine
@@ -27,7 +28,8 @@ from federation.state import get_state, set_state, trainable_keys
 
 SUITES = {
     "default model, tiny consortium (smoke)": [*SMOKE, "federation.rounds=2", "federation.local_epochs=2"],
-    "heart logistic regression (FLamby)": ["experiment=heart_flamby", "progress=false", "federation.rounds=2", "seeds=null"],
+    "heart logistic regression (FLamby)": ["experiment=heart_flamby", "progress=false", "federation.rounds=2", "seeds=null",
+                                           f"data.root={HEART.resolve()}"],
 }
 
 

@@ -97,9 +97,10 @@ def main() -> None:
         command = f"`python benchmarks/run_all.py --only {' '.join(names)} --update{' --quick' if args.quick else ''}`"
         stamp = (f"\n_Measured separately, {started:%Y-%m-%d %H:%M} UTC ({'quick' if args.quick else 'full'}), with {command}; "
                  f"the machine as in the header, load average at the start: {perf_machine.load_average()}._\n")
-        measured = {name: section(name, args.quick) + stamp for name in names}
-        out.write_text(replace_sections(out.read_text(), measured))
-        print("".join(measured.values()))
+        for name in names:  # each section is written as soon as it is measured: a later one failing loses nothing
+            measured = section(name, args.quick) + stamp
+            out.write_text(replace_sections(out.read_text(), {name: measured}))
+            print(measured)
         return
     header = (f"# Performance ({'quick' if args.quick else 'full'} run, {started:%Y-%m-%d %H:%M} UTC)\n\n"
               f"`python benchmarks/run_all.py{' --quick' if args.quick else ''}`\n\n" + perf_machine.describe())
