@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -163,9 +164,16 @@ def run_aggregator(aggregator: str, sizes: dict[str, int], n_sites: int) -> None
         weighted_mean_per_key(_generated(sizes, n_sites))
 
 
+# glibc keeps freed blocks (up to a trim threshold that grows with the largest block freed) and serves
+# mid-size tensors from its heap: the resident size then counts memory the aggregator no longer holds,
+# by an amount that varied 8-20 MiB between identical runs here. These settings make glibc give freed
+# memory back at once (and mmap blocks of 64 KiB and up), so the peak counts what the aggregator holds.
+HONEST_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
 def measure_memory(aggregator: str, n_sites: int, n_params: int) -> dict:
     cmd = [sys.executable, str(Path(__file__)), "memory", aggregator, str(n_sites), str(n_params)]
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=os.environ | HONEST_MALLOC)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -202,9 +210,9 @@ def run(quick: bool) -> str:
     verdict = (f"Targets: FedAvg fp32 at >= 50% of the axpy bound: {'met' if all(bandwidth_met) else 'not met'} "
                f"({sum(bandwidth_met)}/{len(bandwidth_met)} points); FedAvg peak <= 3x one model: "
                f"{'met' if all(peak_met) else 'not met'} ({sum(peak_met)}/{len(peak_met)} points). "
-               "Peak RSS also counts memory the C allocator keeps after "
-               "torch frees it (glibc keeps up to its trim threshold, which grows to twice the largest freed block, "
-               "here 2 x 4 MB keys): a constant in N that weighs most on the smallest model.")
+               "The memory subprocesses run with glibc told to return freed memory at once "
+               "(MALLOC_TRIM_THRESHOLD_=0, MALLOC_MMAP_THRESHOLD_=65536): otherwise the resident size also counts "
+               "blocks the allocator keeps after torch frees them, 8-20 MiB here, which weighs most on the smallest model.")
     return ("## 2. Aggregation: throughput and peak memory\n\n" + __doc__.split("\n\n", 1)[1].strip() + "\n\n"
             + f"Throughput with {torch.get_num_threads()} torch thread(s).\n\n" + throughput + "\n" + memory + "\n" + verdict + "\n")
 
