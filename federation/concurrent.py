@@ -65,4 +65,10 @@ class ReplicaPool:
         except queue.Empty:
             # at most `size` threads ever ask, so at most `size` replicas are made
             stream = torch.cuda.Stream() if self.device == "cuda" and torch.cuda.is_available() else None
-            return copy.deepcopy(self.module), stream
+            return replicate(self.module), stream
+
+
+def replicate(module: L.LightningModule) -> L.LightningModule:
+    """A deep copy of the module without the Trainer it was last fitted by (each fit attaches its own)."""
+    trainer = getattr(module, "_trainer", None)
+    return copy.deepcopy(module, {id(trainer): None} if trainer is not None else None)

@@ -64,3 +64,19 @@ def test_one_at_a_time_uses_the_engines_own_module():
     assert ReplicaPool(module, size=1, device="cpu").run([5], lambda task, replica: replica) == [module]
     with pytest.raises(ValueError, match="at least 1"):
         ReplicaPool(module, size=0, device="cpu")
+
+
+def test_a_replica_leaves_the_trainer_its_module_was_last_fitted_by_behind():
+    import lightning as L
+
+    from federation.concurrent import replicate
+
+    module = tiny_module()
+    site = tiny_site("a", 4, True, seed=0)
+    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(module, train_dataloaders=site.loader("train"))
+
+    replica = replicate(module)
+
+    assert module._trainer is not None and replica._trainer is None
+    assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), replica.state_dict().values()))
