@@ -6,7 +6,7 @@ counts: a weight is something an attacker could inflate.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
@@ -30,12 +30,16 @@ def coordinate_median(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return middle.mean(dim=0)
 
 
-def trimmed_mean(tensors: Sequence[torch.Tensor], trim_fraction: float) -> torch.Tensor:
-    """Coordinate-wise mean after dropping the floor(trim_fraction * n) largest and smallest values."""
+def trimmed_mean(tensors: Sequence[torch.Tensor], trim_fraction: float, at_least: int = 0) -> torch.Tensor:
+    """Coordinate-wise mean after dropping the k largest and smallest values.
+
+    k = floor(trim_fraction * n), but at least `at_least` (the f attackers to trim), and
+    never so many that nothing is left.
+    """
     if not 0.0 <= trim_fraction < 0.5:
         raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
     n = len(tensors)
-    k = int(trim_fraction * n)
+    k = min(max(int(trim_fraction * n), at_least), (n - 1) // 2)
     ordered = torch.stack([t.double() for t in tensors]).sort(dim=0).values
     return ordered[k : n - k].mean(dim=0)
 
@@ -67,10 +71,9 @@ def krum_scores(vectors: Sequence[torch.Tensor], n_byzantine: int) -> torch.Tens
     return squared.sort(dim=1).values[:, :n_neighbours].sum(dim=1)
 
 
-def multi_krum_select(scores: torch.Tensor, n_selected: int) -> list[int]:
-    """Indices of the n_selected lowest scores (ties go to the earlier index)."""
-    order = torch.argsort(scores, stable=True)
-    return sorted(order[:n_selected].tolist())
+def norm_over(deltas: Mapping[str, torch.Tensor], keys: Iterable[str]) -> float:
+    """L2 norm of the deltas of `keys` only, taken as one vector."""
+    return float(sum(float((deltas[k].double() ** 2).sum()) for k in keys) ** 0.5)
 
 
 def clip_to_norm(deltas: Mapping[str, torch.Tensor], max_norm: float) -> dict[str, torch.Tensor]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from federation.robust import flatten
+from federation.robust import flatten, norm_over
 from federation.state import StateDict
 from federation.strategies.base import update_problem
 from federation.update import ModelUpdate
@@ -55,7 +55,7 @@ class UpdateValidator:
                 well_formed.append(update)
         accepted = []
         shared = set.intersection(*(set(u.deltas) for u in well_formed)) if well_formed else set()
-        norms = {u.site: shared_norm(u, shared) for u in well_formed}
+        norms = {u.site: norm_over(u.deltas, shared) for u in well_formed}
         bound = self._norm_bound(list(norms.values())) if shared else None
         cosines = self._cosines(well_formed, sorted(shared))
         for update in well_formed:
@@ -77,7 +77,7 @@ class UpdateValidator:
         """Per site, the cosine of its update with the coordinate-wise median of all, over `keys`; empty when the rule is off."""
         if self.min_cosine is None or not keys or len(updates) < self.min_cohort:
             return {}
-        flat = torch.stack([flatten(u.deltas, keys).double() for u in updates])
+        flat = torch.stack([flatten(u.deltas, keys) for u in updates])
         median = flat.median(dim=0).values
         cosine = torch.nn.functional.cosine_similarity(flat, median.unsqueeze(0), dim=1)
         return {u.site: float(c) for u, c in zip(updates, cosine)}
@@ -87,8 +87,3 @@ class UpdateValidator:
             return None
         median = statistics.median(norms)
         return self.max_norm_ratio * median if median > 0 else None
-
-
-def shared_norm(update: ModelUpdate, keys: set[str]) -> float:
-    """L2 norm of the update over `keys` only."""
-    return float(sum(float((update.deltas[k].double() ** 2).sum()) for k in keys) ** 0.5)

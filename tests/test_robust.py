@@ -9,7 +9,6 @@ from federation.robust import (
     clip_to_norm,
     coordinate_median,
     krum_scores,
-    multi_krum_select,
     trimmed_mean,
 )
 from federation.strategies.base import Strategy
@@ -135,6 +134,11 @@ def test_trimmed_mean_by_hand():
     assert torch.allclose(trimmed_mean(values, 0.2).float(), torch.tensor([3.0, -3.0]))
     assert torch.allclose(trimmed_mean(values, 0.0).float(), torch.tensor([22.0, -22.0]))
     assert torch.allclose(trimmed_mean(values[:1], 0.4).float(), torch.tensor([1.0, -1.0]))
+    # 1, 2 and 100: a fraction of 0.25 trims none, at_least=1 trims one from each end; two values are never trimmed
+    three = [values[0], values[1], values[4]]
+    assert torch.allclose(trimmed_mean(three, 0.25).float(), torch.tensor([103.0 / 3, -103.0 / 3]))
+    assert torch.allclose(trimmed_mean(three, 0.25, at_least=1).float(), torch.tensor([2.0, -2.0]))
+    assert torch.allclose(trimmed_mean(values[:2], 0.25, at_least=1).float(), torch.tensor([1.5, -1.5]))
     with pytest.raises(ValueError, match="trim_fraction"):
         trimmed_mean(values, 0.5)
 
@@ -145,8 +149,6 @@ def test_krum_scores_by_hand():
     scores = krum_scores(vectors, n_byzantine=1)  # n - f - 2 = 1 nearest neighbour
 
     assert scores.tolist() == [1.0, 1.0, 1.0, 98.0**2]
-    assert multi_krum_select(scores, 1) == [0]
-    assert multi_krum_select(scores, 3) == [0, 1, 2]
 
 
 def test_norm_clipping_by_hand():

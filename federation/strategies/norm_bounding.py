@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import torch
 
-from federation.robust import clip_to_norm
+from federation.robust import clip_to_norm, norm_over
 from federation.strategies.base import Strategy
 from federation.strategies.fedavg import FedAvg
 from federation.strategies.robust_groups import senders_per_key
@@ -50,7 +50,7 @@ def clip_per_group(updates: list[ModelUpdate]) -> list[dict[str, torch.Tensor]]:
     clipped = [dict(u.deltas) for u in updates]
     for sites, keys in groups.items():
         holders = [i for i, u in enumerate(updates) if u.site in sites]
-        norms = [float(torch.sqrt(sum((updates[i].deltas[k].double() ** 2).sum() for k in keys))) for i in holders]
+        norms = [norm_over(updates[i].deltas, keys) for i in holders]
         bound = sorted(norms)[(len(norms) - 1) // 2]
         if bound <= 0:
             continue

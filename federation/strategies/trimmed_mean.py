@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from federation.robust import trimmed_mean
 from federation.strategies.base import Strategy
 from federation.strategies.robust_groups import combine_with_thin_keys, farthest_from
 from federation.update import ModelUpdate
@@ -31,10 +32,7 @@ class TrimmedMean(Strategy):
 
     def trim(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """Coordinate-wise mean after dropping max(floor(trim_fraction * n), f) from each end (never all of them)."""
-        n = len(tensors)
-        k = min(max(int(self.trim_fraction * n), self.n_byzantine), (n - 1) // 2)
-        ordered = torch.stack([t.double() for t in tensors]).sort(dim=0).values
-        return ordered[k : n - k].mean(dim=0)
+        return trimmed_mean(tensors, self.trim_fraction, at_least=self.n_byzantine)
 
     def combine(self, updates: list[ModelUpdate]) -> dict[str, torch.Tensor]:
         suspects = farthest_from(self.trim, updates, self.n_byzantine, "trimmed mean", self.suspect_ratio)
