@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -552,6 +553,19 @@ def test_a_restarted_dp_sgd_site_resumes_its_budget_from_its_own_disk(table_root
     assert all(second["sites"][s]["status"] == SKIPPED and "stops contributing" in second["sites"][s]["reason"] for s in SITES)
     saved = json.loads((tmp_path / SITES[0] / "budget.json").read_text())
     assert list(saved) == ["1"]  # per Flower run
+
+
+def test_a_damaged_budget_file_stops_the_site_naming_the_file(table_root, tmp_path):
+    overrides = consortium_overrides(table_root, rounds=1, privacy="dp_sgd") + ["privacy.epsilon=2.0", "privacy.delta=1e-2"]
+    damaged = tmp_path / "north_budget.json"
+    damaged.write_text("{not json")
+    nodes = {100 + i: client_node(100 + i, site, overrides, budget_file=damaged if site == "north" else None, restarts=True)
+             for i, site in enumerate(SITES)}
+
+    # in a deployment Flower returns the exception to the coordinator as the site's error reply
+    with pytest.raises(ValueError, match=f"{re.escape(str(damaged))}: the site's privacy budget file is not valid JSON"):
+        coordinator(overrides, InProcessGrid(nodes), tmp_path / "run").run()
+    assert damaged.read_text() == "{not json"  # nothing written over it
 
 
 def test_site_level_dp_over_secure_aggregation_matches_the_in_process_engine(table_root, tmp_path):
