@@ -1,8 +1,9 @@
 """The arithmetic of robust aggregation, as small pure functions the robust strategies call.
 
 Median and trimmed mean work on the tensors that the sites sent for one key; Krum
-scores whole updates; norm bounding clips one update. None of them looks at sample
-counts: a weight is something an attacker could inflate.
+scores whole updates; norm bounding clips one update. Only the weighted median looks
+at sample counts, and only when a consortium asks for it: a count is something an
+attacker could inflate.
 """
 from __future__ import annotations
 
@@ -28,6 +29,23 @@ def coordinate_median(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     n = len(tensors)
     middle = ordered[(n - 1) // 2 : n // 2 + 1]
     return middle.mean(dim=0)
+
+
+def weighted_coordinate_median(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """Coordinate-wise weighted median: per coordinate, the value at which half the total weight is reached.
+
+    Where the cumulative weight lands exactly on half, the mean of the two values either
+    side, so equal weights give `coordinate_median` exactly.
+    """
+    if len(tensors) != len(weights) or any(w < 0 for w in weights) or not sum(weights) > 0:
+        raise ValueError(f"need one non-negative weight per tensor with a positive sum, got {list(weights)} for {len(tensors)}")
+    values, order = torch.stack([t.double() for t in tensors]).sort(dim=0)
+    cumulative = torch.tensor([float(w) for w in weights], dtype=torch.float64)[order].cumsum(dim=0)
+    half, last = cumulative[-1:] / 2, len(tensors) - 1
+    tolerance = 1e-12 * cumulative[-1:]
+    below = (cumulative < half - tolerance).sum(dim=0, keepdim=True).clamp(max=last)
+    through = (cumulative <= half + tolerance).sum(dim=0, keepdim=True).clamp(max=last)
+    return ((values.gather(0, below) + values.gather(0, through)) / 2).squeeze(0)
 
 
 def trimmed_mean(tensors: Sequence[torch.Tensor], trim_fraction: float, at_least: int = 0) -> torch.Tensor:

@@ -10,6 +10,7 @@ from federation.robust import (
     coordinate_median,
     krum_scores,
     trimmed_mean,
+    weighted_coordinate_median,
 )
 from federation.strategies.base import Strategy
 from federation.strategies.fedavg import FedAvg
@@ -71,7 +72,7 @@ def test_norm_bounding_caps_the_attackers_contribution_to_the_bound():
     updates = honest + [attacker]
 
     # Execute
-    bounded = NormBounding(max_norm=bound).aggregate(global_state, updates)
+    bounded = NormBounding(max_norm=bound, n_byzantine=0).aggregate(global_state, updates)  # clipping alone
     plain = FedAvg().aggregate(global_state, updates)
 
     # Assert: honest updates pass unclipped, the attacker's shifts the mean by at most (bound + |honest mean|) / n
@@ -141,6 +142,36 @@ def test_trimmed_mean_by_hand():
     assert torch.allclose(trimmed_mean(values[:2], 0.25, at_least=1).float(), torch.tensor([1.5, -1.5]))
     with pytest.raises(ValueError, match="trim_fraction"):
         trimmed_mean(values, 0.5)
+
+
+def test_weighted_median_by_hand():
+    values = [torch.tensor([1.0, 10.0]), torch.tensor([2.0, 20.0]), torch.tensor([3.0, 30.0]), torch.tensor([100.0, -5.0])]
+
+    # equal weights: the plain median, odd and even counts
+    assert torch.equal(weighted_coordinate_median(values, [1, 1, 1, 1]), coordinate_median(values))
+    assert torch.equal(weighted_coordinate_median(values[:3], [2, 2, 2]), coordinate_median(values[:3]))
+    # a site with more than half the weight decides every coordinate
+    assert torch.equal(weighted_coordinate_median(values, [1, 1, 1, 4]).float(), torch.tensor([100.0, -5.0]))
+    # exactly half: the mean of the values either side (1 + 3 of 6 on the left of 3, in both coordinates)
+    assert torch.equal(weighted_coordinate_median(values, [1, 0, 2, 3]).float(), torch.tensor([51.5, 2.5]))
+    with pytest.raises(ValueError, match="one non-negative weight per tensor"):
+        weighted_coordinate_median(values, [1, 1])
+    with pytest.raises(ValueError, match="positive sum"):
+        weighted_coordinate_median(values, [0, 0, 0, 0])
+
+
+def test_weighted_median_follows_the_larger_sites_where_the_plain_median_does_not():
+    # Prepare: three small sites at 0, two large ones at 1 (more than half the patients)
+    small = [_update(f"s{i}", {"head.bias": torch.zeros(3)}, n=10) for i in range(3)]
+    large = [_update(f"l{i}", {"head.bias": torch.ones(3)}, n=40) for i in range(2)]
+
+    # Execute
+    plain = Median().combine(small + large)
+    weighted = Median(weighted=True).combine(small + large)
+
+    # Assert
+    assert torch.equal(plain["head.bias"].float(), torch.zeros(3))
+    assert torch.equal(weighted["head.bias"].float(), torch.ones(3))
 
 
 def test_krum_scores_by_hand():

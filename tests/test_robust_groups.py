@@ -10,7 +10,7 @@ from federation.strategies.fedavg import FedAvg
 from federation.strategies.krum import MultiKrum
 from federation.strategies.median import Median
 from federation.strategies.norm_bounding import NormBounding
-from federation.strategies.robust_groups import farthest_from
+from federation.strategies.robust_groups import farthest_from, unweighted
 from federation.strategies.trimmed_mean import TrimmedMean
 from federation.update import ModelUpdate
 
@@ -65,9 +65,9 @@ def test_a_clean_round_has_no_suspect_unless_asked_to_always_suspect_f():
     attacked, _ = _modality_round()
 
     # Execute / Assert
-    assert farthest_from(coordinate_median, updates, 1, "median") == {}
-    assert len(farthest_from(coordinate_median, updates, 1, "median", suspect_ratio=None)) == 1
-    assert list(farthest_from(coordinate_median, attacked, 1, "median")) == ["evil"]
+    assert farthest_from(unweighted(coordinate_median), updates, 1, "median") == {}
+    assert len(farthest_from(unweighted(coordinate_median), updates, 1, "median", suspect_ratio=None)) == 1
+    assert list(farthest_from(unweighted(coordinate_median), attacked, 1, "median")) == ["evil"]
 
 
 @pytest.mark.parametrize("strategy", [Median(n_byzantine=0), TrimmedMean(trim_fraction=0.25, n_byzantine=0)], ids=repr)
@@ -84,11 +84,11 @@ def test_without_f_a_two_sender_key_is_the_attackers_to_steer(strategy):
 
 
 def test_trimmed_mean_trims_at_least_f_even_where_the_fraction_trims_nothing():
-    # Prepare: three senders of labs, floor(0.25 * 3) = 0
+    # Prepare: three senders of labs, floor(0.25 * 3) = 0; the attacker stays in (suspects out of thin keys only)
     updates, honest_mean = _modality_round()
 
     # Execute
-    at_least_f = TrimmedMean(trim_fraction=0.25, n_byzantine=1).combine(updates)
+    at_least_f = TrimmedMean(trim_fraction=0.25, n_byzantine=1, exclude_suspects="thin_keys").combine(updates)
     fraction_only = TrimmedMean(trim_fraction=0.25, n_byzantine=0).combine(updates)
 
     # Assert
@@ -150,4 +150,46 @@ def test_the_round_record_says_which_site_was_left_out_of_what_and_why():
     # Assert
     found = result.records[0].extra["aggregation"]
     assert list(found) == ["b"]
-    assert "sent by fewer than 3 sites" in found["b"] and "farthest from the coordinate-wise median" in found["b"]
+    assert "a suspect of this round" in found["b"] and "farthest from the coordinate-wise median" in found["b"]
+
+
+@pytest.mark.parametrize("strategy", [Median(), TrimmedMean(trim_fraction=0.25)], ids=repr)
+def test_a_suspect_is_left_out_of_every_key_unless_only_thin_keys_are_asked_for(strategy):
+    # Prepare
+    updates, _ = _modality_round()
+    honest = [u for u in updates if u.site != "evil"]
+    thin_only = type(strategy)(**({"trim_fraction": 0.25} if isinstance(strategy, TrimmedMean) else {}), exclude_suspects="thin_keys")
+
+    # Execute
+    everywhere = strategy.combine(updates)
+    thin = thin_only.combine(updates)
+    without_attacker = type(thin_only)(**({"trim_fraction": 0.25} if isinstance(strategy, TrimmedMean) else {}), n_byzantine=1).combine(honest)
+
+    # Assert: on the shared keys, all_keys is the rule over the honest sites alone; thin_keys lets the outvoted
+    # attacker pick which honest value is the median, and says only that it was left out of thin keys
+    for key in SHARED:
+        assert torch.allclose(everywhere[key], without_attacker[key])
+        assert not torch.allclose(thin[key], without_attacker[key])
+    assert "a suspect of this round" in strategy.round_findings()["evil"]
+    assert "sent by fewer than 3 sites" in thin_only.round_findings()["evil"]
+
+
+def test_an_unknown_exclusion_scope_is_refused():
+    with pytest.raises(ValueError, match="exclude_suspects must be one of all_keys, thin_keys"):
+        Median(exclude_suspects="everywhere")
+
+
+def test_norm_bounding_leaves_a_far_suspect_out_before_clipping():
+    # Prepare
+    updates, _ = _modality_round()
+    honest = [u for u in updates if u.site != "evil"]
+
+    # Execute
+    strategy = NormBounding()
+    with_suspects_out = strategy.combine(updates)
+    honest_only = NormBounding(n_byzantine=0).combine(honest)
+
+    # Assert
+    assert all(torch.allclose(with_suspects_out[k], honest_only[k]) for k in honest_only)
+    assert set(with_suspects_out) == set(honest_only)
+    assert "a suspect of this round" in strategy.round_findings()["evil"]

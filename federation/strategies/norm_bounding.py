@@ -22,24 +22,44 @@ from dataclasses import replace
 
 import torch
 
-from federation.robust import clip_to_norm, norm_over
+from federation.robust import clip_to_norm, coordinate_median, norm_over
 from federation.strategies.base import Strategy
 from federation.strategies.fedavg import FedAvg
-from federation.strategies.robust_groups import senders_per_key
+from federation.strategies.robust_groups import (
+    exclusion_reasons,
+    farthest_from,
+    senders_per_key,
+    unweighted,
+)
 from federation.update import ModelUpdate
 
 
 class NormBounding(Strategy):
-    def __init__(self, max_norm: float | None = None, server_lr: float = 1.0):
+    def __init__(self, max_norm: float | None = None, n_byzantine: int = 1, suspect_ratio: float | None = 3.0, server_lr: float = 1.0):
         if max_norm is not None and max_norm <= 0:
             raise ValueError(f"max_norm must be positive (or null for the round's per-group median), got {max_norm}")
+        if n_byzantine < 0:
+            raise ValueError(f"n_byzantine must be >= 0, got {n_byzantine}")
         self.max_norm = max_norm
+        self.n_byzantine, self.suspect_ratio = n_byzantine, suspect_ratio
         self.server_lr = server_lr
+        self.exclusions: dict[str, str] = {}
 
     def combine(self, updates: list[ModelUpdate]) -> dict[str, torch.Tensor]:
+        updates = self.without_suspects(updates)
         if self.max_norm is not None:
             return FedAvg().combine([replace(u, deltas=clip_to_norm(u.deltas, self.max_norm)) for u in updates])
         return FedAvg().combine([replace(u, deltas=d) for u, d in zip(updates, clip_per_group(updates))])
+
+    def without_suspects(self, updates: list[ModelUpdate]) -> list[ModelUpdate]:
+        """The updates less the round's outlying suspects, whose exclusion goes to the round's findings."""
+        suspects = farthest_from(unweighted(coordinate_median), updates, self.n_byzantine, "coordinate-wise median", self.suspect_ratio)
+        left_out = {u.site: len(u.deltas) for u in updates if u.site in suspects}
+        self.exclusions = exclusion_reasons(updates, left_out, suspects, "a suspect of this round")
+        return [u for u in updates if u.site not in suspects]
+
+    def round_findings(self) -> dict[str, str]:
+        return dict(self.exclusions)
 
 
 def clip_per_group(updates: list[ModelUpdate]) -> list[dict[str, torch.Tensor]]:

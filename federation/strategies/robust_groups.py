@@ -1,17 +1,23 @@
-"""Robust rules under modality-aware aggregation: what to do with a parameter too few sites sent.
+"""Robust rules under modality-aware aggregation: the round's suspects, and keys too few sites sent.
 
 Each robust rule runs per key over only the sites that sent that key. A
 coordinate-wise median or trimmed mean outvotes f Byzantine values only among at
 least 2f + 1 (Yin et al. 2018, ICML); a key fewer sites sent (an imaging encoder
-held by one honest site and one attacker) takes whatever the attacker sends. Such
-*thin* keys borrow trust from the keys every site sent: there the rule's own
-aggregate is sound, and of the f sites farthest from it, those farther than
-`suspect_ratio` times the median site's distance are the round's suspects (Krum
-ranks sites the same way, by its score on the shared keys). The ratio keeps a
-clean round from losing an honest site that is merely the most different (the
-largest site, whose update moves most) on the keys only it and one other hold. A thin key is
-combined over its other senders, and stays at the global value when only
-suspects sent it. Every exclusion is returned with its reason, for the round's record.
+held by one honest site and one attacker) takes whatever the attacker sends. And
+even among 2f + 1, an outvoted attacker still chooses which honest value is the
+median: with sites as different as a consortium's, a far extreme on one side
+shifts every coordinate towards it, round after round (on the synthetic
+consortium a sign-flipping site cost the median 0.810 -> 0.675 this way).
+
+So the rules first find the round's *suspects* on the keys every site sent, where
+the rule's own aggregate is sound: of the f sites farthest from it, those farther
+than `suspect_ratio` times the median site's distance (Krum ranks sites the same
+way, by its score on the shared keys). The ratio keeps a clean round from losing an
+honest site that is merely the most different (the largest site, whose update moves
+most). With `exclude_suspects: all_keys` (the default) suspects are left out of
+every key; with `thin_keys` only out of the keys fewer than 2f + 1 sites sent, the
+rule outvoting them elsewhere. A key only suspects sent stays at its global value.
+Every exclusion is returned with its reason, for the round's record.
 
 Limitation: a site that is honest on the shared keys and attacks only a thin key
 is not told apart this way; no rule can with two senders and nothing to compare.
@@ -24,21 +30,24 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from federation.robust import deltas_per_key, flatten, shared_keys
+from federation.robust import flatten, shared_keys
 from federation.update import ModelUpdate
 
 log = logging.getLogger(__name__)
-Rule = Callable[[list[torch.Tensor]], torch.Tensor]
+Rule = Callable[[list[torch.Tensor], list[float]], torch.Tensor]
+"""A per-key rule: the senders' deltas and their sample counts (which unweighted rules ignore)."""
+SCOPES = ("all_keys", "thin_keys")
 NO_REFERENCE = "%d sites and f=%d: fewer than 2f + 1 share a parameter, so no suspect can be told apart; thin keys use every sender"
+
+
+def unweighted(rule: Callable[[list[torch.Tensor]], torch.Tensor]) -> Rule:
+    """A rule of the deltas alone, as a `Rule` (the sample counts ignored)."""
+    return lambda deltas, _counts: rule(deltas)
 
 
 def senders_per_key(updates: Sequence[ModelUpdate]) -> dict[str, list[str]]:
     """Per key, the sites that sent it, in the updates' order."""
-    senders: dict[str, list[str]] = {}
-    for update in updates:
-        for key in update.deltas:
-            senders.setdefault(key, []).append(update.site)
-    return senders
+    return {key: [u.site for u in senders] for key, senders in updates_per_key(updates).items()}
 
 
 def farthest_from(
@@ -54,7 +63,7 @@ def farthest_from(
         if n_byzantine and updates:
             log.warning(NO_REFERENCE, len(updates), n_byzantine)
         return {}
-    consensus = flatten({k: rule([u.deltas[k] for u in updates]) for k in keys}, keys)
+    consensus = flatten({k: rule([u.deltas[k] for u in updates], [u.sample_counts[k] for u in updates]) for k in keys}, keys)
     distances = {u.site: float(torch.linalg.vector_norm(flatten(u.deltas, keys) - consensus)) for u in updates}
     ranked = sorted(distances, key=distances.get, reverse=True)
     closest_kept, typical = distances[ranked[n_byzantine]], statistics.median(distances.values())
@@ -66,27 +75,40 @@ def farthest_from(
     }
 
 
-def combine_with_thin_keys(
-    updates: Sequence[ModelUpdate], rule: Rule, n_byzantine: int, suspects: Mapping[str, str]
+def combine_without_suspects(
+    updates: Sequence[ModelUpdate], rule: Rule, n_byzantine: int, suspects: Mapping[str, str], scope: str = "all_keys"
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Per key, `rule` over its senders; thin keys (fewer than 2f + 1 senders) over their non-suspect senders.
+    """Per key, `rule` over its senders less the suspects (scope `thin_keys`: only where fewer than 2f + 1 sent it).
 
     Returns the deltas and, per suspect left out of at least one key, the reason.
     """
-    per_key = deltas_per_key(updates)
-    senders = senders_per_key(updates)
+    check_scope(scope)
     combined: dict[str, torch.Tensor] = {}
     left_out: dict[str, int] = {}
-    for key, deltas in per_key.items():
-        if len(deltas) >= 2 * n_byzantine + 1:
-            combined[key] = rule(deltas)
-            continue
-        kept = [d for site, d in zip(senders[key], deltas) if site not in suspects]
-        for site in set(senders[key]) & set(suspects):
-            left_out[site] = left_out.get(site, 0) + 1
-        if kept:
-            combined[key] = rule(kept)
-    return combined, exclusion_reasons(updates, left_out, suspects, f"sent by fewer than {2 * n_byzantine + 1} sites")
+    for key, senders in updates_per_key(updates).items():
+        if scope == "all_keys" or len(senders) < 2 * n_byzantine + 1:
+            for update in senders:
+                if update.site in suspects:
+                    left_out[update.site] = left_out.get(update.site, 0) + 1
+            senders = [u for u in senders if u.site not in suspects]
+        if senders:
+            combined[key] = rule([u.deltas[key] for u in senders], [u.sample_counts[key] for u in senders])
+    which = "a suspect of this round" if scope == "all_keys" else f"sent by fewer than {2 * n_byzantine + 1} sites"
+    return combined, exclusion_reasons(updates, left_out, suspects, which)
+
+
+def check_scope(scope: str) -> None:
+    if scope not in SCOPES:
+        raise ValueError(f"exclude_suspects must be one of {', '.join(SCOPES)}, got {scope!r}")
+
+
+def updates_per_key(updates: Sequence[ModelUpdate]) -> dict[str, list[ModelUpdate]]:
+    """Per key, the updates that sent it, in the updates' order."""
+    per_key: dict[str, list[ModelUpdate]] = {}
+    for update in updates:
+        for key in update.deltas:
+            per_key.setdefault(key, []).append(update)
+    return per_key
 
 
 def exclusion_reasons(updates: Sequence[ModelUpdate], left_out: Mapping[str, int], why: Mapping[str, str], which: str) -> dict[str, str]:
