@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from federation.robust import flatten, norm_over
+from federation.robust import coordinate_median, flatten, norm_over
 from federation.state import StateDict
 from federation.strategies.base import update_problem
 from federation.update import ModelUpdate
@@ -78,7 +78,7 @@ class UpdateValidator:
         if self.min_cosine is None or not keys or len(updates) < self.min_cohort:
             return {}
         flat = torch.stack([flatten(u.deltas, keys) for u in updates])
-        median = flat.median(dim=0).values
+        median = coordinate_median(list(flat))  # with an even count, the mean of the two middle values
         cosine = torch.nn.functional.cosine_similarity(flat, median.unsqueeze(0), dim=1)
         return {u.site: float(c) for u, c in zip(updates, cosine)}
 
