@@ -5,6 +5,7 @@
     python benchmarks/strategies.py phenopackets   # published patients, per-site top-1
     python benchmarks/strategies.py byzantine      # 1 sign-flipping (x10) and 1 NaN site of 5
     python benchmarks/strategies.py heart --jobs 16   # rows in parallel processes on a many-core machine
+    python benchmarks/strategies.py byzantine --only "median, no attacker"   # re-measure rows, keep the others
 
 Each suite is conf/benchmarks/<suite>.yaml: the experiment, the overrides every run
 shares, and one entry per row (its overrides, which model it reads, a published
@@ -90,6 +91,22 @@ def _below(summary, approach, metric, site, floor) -> str:
     return " ▼" if summary["sites"][site][approach][metric] < floor[site] - 1e-9 else ""
 
 
+def merge_rows(previous: str, table_text: str, labels: list[str]) -> str:
+    """`table_text`'s rows, with the rows of `previous` (an earlier table of the suite) it lacks, in `labels` order.
+
+    A row is known by its first cell; a label in neither table is left out.
+    """
+    old, new = _rows_by_label(previous), _rows_by_label(table_text)
+    header = table_text.splitlines()[:2]
+    return "\n".join(header + [new.get(label) or old[label] for label in labels if label in new or label in old]) + "\n"
+
+
+def _rows_by_label(text: str) -> dict[str, str]:
+    """The body rows of the (one) markdown table in `text`, header and separator dropped, by first cell."""
+    lines = [line for line in text.splitlines() if line.startswith("| ")][2:]
+    return {line[2:].split(" | ")[0]: line for line in lines}
+
+
 def _run_rows(suite, rows: dict, jobs: int):
     """Each row's (summary, seconds), in order; in `jobs` spawned processes when jobs > 1."""
     if jobs <= 1:
@@ -103,18 +120,26 @@ def _run_rows(suite, rows: dict, jobs: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite", help="a file stem in conf/benchmarks/")
-    parser.add_argument("--only", nargs="*", help="run only these rows (labels)")
+    parser.add_argument("--only", nargs="*", help="run only these rows (labels); the results file keeps its other rows")
     parser.add_argument("--jobs", type=int, default=1, help="rows run in parallel processes, one torch thread each")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     suite = OmegaConf.load(ROOT / "conf" / "benchmarks" / f"{args.suite}.yaml")
     rows = {label: row for label, row in suite.runs.items() if not args.only or label in args.only}
+    if args.only and (unknown := set(args.only) - set(suite.runs)):
+        parser.error(f"no such rows in conf/benchmarks/{args.suite}.yaml: {sorted(unknown)}")
+    floor = [label for label, row in suite.runs.items() if row.get("local_floor")]
+    if args.only and floor and floor[0] not in rows:
+        parser.error(f"rows are marked against {floor[0]!r}: run it too (--only ... {floor[0]!r})")
     results = []
     for label, (summary, seconds) in zip(rows, _run_rows(suite, rows, args.jobs)):
         results.append((label, summary, rows[label], seconds))
         print(f"{label}: {cell(summary, suite.get('block', 'mean_over_sites'), rows[label].get('approach', 'federated'), suite.metric)} ({seconds:.0f} s)", flush=True)
-    text = f"## {suite.title}\n\n{suite.get('note', '').strip()}\n\n{table(suite, results)}"
     out = ROOT / "benchmarks" / "results" / f"{args.suite}.md"
+    body = table(suite, results)
+    if args.only and out.exists():
+        body = merge_rows(out.read_text(), body, list(suite.runs))
+    text = f"## {suite.title}\n\n{suite.get('note', '').strip()}\n\n{body}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)

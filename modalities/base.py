@@ -40,6 +40,10 @@ class DataError(ValueError):
             where.append(f"field {field}")
         super().__init__(f"{': '.join(where)}: {message}")
 
+    def __reduce__(self):
+        """Rebuilt from its own fields, so it crosses a process pool (a parallel benchmark row) intact."""
+        return type(self), (self.path, self.reason, self.record, self.field)
+
 
 def check_option(name: str, value: str, allowed: tuple[str, ...]) -> str:
     """A config option that takes one of a few words: a typo fails at start-up, naming the choices."""

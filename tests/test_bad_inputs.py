@@ -338,3 +338,14 @@ def test_phenopacket_measurements_are_read_and_converted(site):
     assert report["missing"]["labs"] == 0.5
     assert report["repairs"]["labs"]["unit_conversions"]["details"] == {"glucose: mg/dL -> mmol/l": 1}
     assert report["fields"]["labs"]["glucose"] == 0.0
+
+
+def test_a_data_error_survives_a_process_boundary_with_its_place_and_reason():
+    import pickle
+
+    error = DataError("site/labs.csv", "unit 'mg' is not a concentration", record="P7", field="value")
+
+    copy = pickle.loads(pickle.dumps(error))
+
+    assert str(copy) == str(error) == "site/labs.csv: record P7: field value: unit 'mg' is not a concentration"
+    assert (copy.path, copy.record, copy.field, copy.reason) == (error.path, "P7", "value", error.reason)
