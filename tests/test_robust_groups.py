@@ -107,7 +107,26 @@ def test_krum_trains_a_modality_no_top_ranked_site_holds():
     # Assert: every key is trained, by exactly one site, never the attacker
     assert set(chosen) == {k for u in updates for k in u.deltas}
     assert all(len(sites) == 1 and sites[0].site != "evil" for sites in chosen.values())
-    assert "among the f=1 worst" in strategy.round_findings()["evil"]
+    assert "a suspect: among the f=1 worst" in strategy.round_findings()["evil"]
+
+
+def test_krum_leaves_out_the_worst_scoring_site_only_when_it_is_an_outlier():
+    # Prepare: the attacker's slot holds an honest update instead
+    clean, _ = _modality_round()
+    clean[2] = _update("evil", {k: -d / 10 for k, d in clean[2].deltas.items()})
+    attacked, _ = _modality_round()
+
+    # Execute
+    kept_clean = MultiKrum(n_byzantine=1, n_selected=5).select(clean)
+    always_f = MultiKrum(n_byzantine=1, n_selected=5, suspect_ratio=None)
+    kept_always = always_f.select(clean)
+    kept_attacked = MultiKrum(n_byzantine=1, n_selected=5).select(attacked)
+
+    # Assert: a clean round keeps every sender of every key; "always the f worst" drops one honest site everywhere
+    assert all(len(chosen) == sum(key in u.deltas for u in clean) for key, chosen in kept_clean.items())
+    dropped = set(always_f.round_findings())
+    assert len(dropped) == 1 and all(u.site not in dropped for chosen in kept_always.values() for u in chosen)
+    assert all(u.site != "evil" for chosen in kept_attacked.values() for u in chosen)
 
 
 def test_adaptive_norm_bounding_limits_the_attacker_on_a_two_sender_key_to_the_honest_norm():
