@@ -14,15 +14,6 @@ import torch
 from federation.update import ModelUpdate
 
 
-def deltas_per_key(updates: Sequence[ModelUpdate]) -> dict[str, list[torch.Tensor]]:
-    """Per key, the deltas of only the sites that sent it (what makes the robust rules modality-aware)."""
-    per_key: dict[str, list[torch.Tensor]] = {}
-    for update in updates:
-        for key, delta in update.deltas.items():
-            per_key.setdefault(key, []).append(delta)
-    return per_key
-
-
 def coordinate_median(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """Coordinate-wise median; with an even count, the mean of the two middle values."""
     ordered = torch.stack([t.double() for t in tensors]).sort(dim=0).values

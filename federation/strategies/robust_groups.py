@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 Rule = Callable[[list[torch.Tensor], list[float]], torch.Tensor]
 """A per-key rule: the senders' deltas and their sample counts (which unweighted rules ignore)."""
 SCOPES = ("all_keys", "thin_keys")
-NO_REFERENCE = "%d sites and f=%d: fewer than 2f + 1 share a parameter, so no suspect can be told apart; thin keys use every sender"
+NO_REFERENCE = "%d sites and f=%d: fewer than 2f + 1 share a parameter, so no suspect can be told apart; every key uses every sender"
 
 
 def unweighted(rule: Callable[[list[torch.Tensor]], torch.Tensor]) -> Rule:
