@@ -194,7 +194,7 @@ def test_a_suspect_is_left_out_of_every_key_unless_only_thin_keys_are_asked_for(
 
 
 def test_an_unknown_exclusion_scope_is_refused():
-    with pytest.raises(ValueError, match="exclude_suspects must be one of all_keys, thin_keys"):
+    with pytest.raises(ValueError, match=r"exclude_suspects must be one of \('all_keys', 'thin_keys'\), got 'everywhere'"):
         Median(exclude_suspects="everywhere")
 
 

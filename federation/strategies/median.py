@@ -20,11 +20,12 @@ import torch
 from federation.robust import coordinate_median, weighted_coordinate_median
 from federation.strategies.base import Strategy
 from federation.strategies.robust_groups import (
-    check_scope,
+    SCOPES,
     combine_without_suspects,
     farthest_from,
 )
 from federation.update import ModelUpdate
+from modalities.base import check_option
 
 
 class Median(Strategy):
@@ -38,7 +39,7 @@ class Median(Strategy):
     ):
         if n_byzantine < 0:
             raise ValueError(f"n_byzantine must be >= 0, got {n_byzantine}")
-        check_scope(exclude_suspects)
+        check_option("exclude_suspects", exclude_suspects, SCOPES)
         self.n_byzantine, self.suspect_ratio, self.exclude_suspects = n_byzantine, suspect_ratio, exclude_suspects
         self.weighted = weighted
         self.server_lr = server_lr

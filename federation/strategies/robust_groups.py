@@ -32,6 +32,7 @@ import torch
 
 from federation.robust import flatten, shared_keys
 from federation.update import ModelUpdate
+from modalities.base import check_option
 
 log = logging.getLogger(__name__)
 Rule = Callable[[list[torch.Tensor], list[float]], torch.Tensor]
@@ -82,7 +83,7 @@ def combine_without_suspects(
 
     Returns the deltas and, per suspect left out of at least one key, the reason.
     """
-    check_scope(scope)
+    check_option("exclude_suspects", scope, SCOPES)
     combined: dict[str, torch.Tensor] = {}
     left_out: dict[str, int] = {}
     for key, senders in updates_per_key(updates).items():
@@ -95,11 +96,6 @@ def combine_without_suspects(
             combined[key] = rule([u.deltas[key] for u in senders], [u.sample_counts[key] for u in senders])
     which = "a suspect of this round" if scope == "all_keys" else f"sent by fewer than {2 * n_byzantine + 1} sites"
     return combined, exclusion_reasons(updates, left_out, suspects, which)
-
-
-def check_scope(scope: str) -> None:
-    if scope not in SCOPES:
-        raise ValueError(f"exclude_suspects must be one of {', '.join(SCOPES)}, got {scope!r}")
 
 
 def updates_per_key(updates: Sequence[ModelUpdate]) -> dict[str, list[ModelUpdate]]:

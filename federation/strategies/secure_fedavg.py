@@ -29,6 +29,7 @@ from federation.privacy.secagg import (
 )
 from federation.strategies.base import Strategy
 from federation.update import ModelUpdate
+from modalities.base import check_option
 
 WEIGHTINGS = ("samples", "uniform")
 
@@ -48,8 +49,7 @@ class SecureFedAvg(Strategy):
     ):
         """`threshold`: t as a site count (int) or a fraction of the round's sites (float), a strict majority.
         `weighting`: 'samples' (FedAvg) or 'uniform' (each holder counts once, as site-level DP needs)."""
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        check_option("weighting", weighting, WEIGHTINGS)
         self.server_lr = server_lr
         self.weighting = weighting
         self.server_options = dict(threshold=threshold, clip=clip_bound, precision_bits=precision_bits, max_count=max_count, min_group_size=min_group_size)
@@ -78,6 +78,5 @@ class SecureFedAvg(Strategy):
 
 def site_weights(sample_counts: Mapping[str, int], weighting: str) -> dict[str, int]:
     """What a site encodes next to each key: its sample count (FedAvg) or 1 (every holder once)."""
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    check_option("weighting", weighting, WEIGHTINGS)  # also at the site: the weighting arrives in a message
     return {k: 1 for k in sample_counts} if weighting == "uniform" else {k: int(c) for k, c in sample_counts.items()}

@@ -17,11 +17,12 @@ import torch
 from federation.robust import trimmed_mean
 from federation.strategies.base import Strategy
 from federation.strategies.robust_groups import (
-    check_scope,
+    SCOPES,
     combine_without_suspects,
     farthest_from,
 )
 from federation.update import ModelUpdate
+from modalities.base import check_option
 
 
 class TrimmedMean(Strategy):
@@ -37,7 +38,7 @@ class TrimmedMean(Strategy):
             raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
         if n_byzantine < 0:
             raise ValueError(f"n_byzantine must be >= 0, got {n_byzantine}")
-        check_scope(exclude_suspects)
+        check_option("exclude_suspects", exclude_suspects, SCOPES)
         self.trim_fraction = trim_fraction
         self.n_byzantine, self.suspect_ratio, self.exclude_suspects = n_byzantine, suspect_ratio, exclude_suspects
         self.server_lr = server_lr
