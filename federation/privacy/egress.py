@@ -54,6 +54,7 @@ FIELDS = {  # kind -> declared fields and their types
     "declined": {"site": str, "round": int, "reason": str, "metrics": dict},
 }
 NO_ARRAYS = ("site_identity", "evaluation", "train_report", "declined")
+ALLOWED_METRICS = {"model_update": METRICS, "train_report": METRICS, "declined": METRICS, "evaluation": EVALUATION_METRICS}
 DTYPES = {"F32": np.float32, "F64": np.float64, "U8": np.uint8, "U32": np.uint32, "U64": np.uint64}
 
 
@@ -153,13 +154,8 @@ def _check_fields(kind: str, fields: dict, allowed_keys_shapes: Mapping) -> None
         counts = fields["sample_counts"]
         if set(counts) - set(allowed_keys_shapes) or not all(type(c) is int and c >= 0 for c in counts.values()):
             raise EgressViolation("model_update: sample_counts must map known keys to non-negative integers")
-        metrics = fields["metrics"]
-        if set(metrics) - METRICS or not all(isinstance(v, float) for v in metrics.values()):
-            raise EgressViolation(f"model_update: metrics {sorted(set(metrics) - METRICS)} are not on the allow-list {sorted(METRICS)}")
-    if kind in ("train_report", "declined") and (set(fields["metrics"]) - METRICS or not all(isinstance(v, float) for v in fields["metrics"].values())):
-        raise EgressViolation(f"{kind}: metrics {sorted(set(fields['metrics']) - METRICS)} are not on the allow-list {sorted(METRICS)}")
-    if kind == "evaluation" and (set(fields["metrics"]) - EVALUATION_METRICS or not all(isinstance(v, float) for v in fields["metrics"].values())):
-        raise EgressViolation(f"evaluation: metrics {sorted(set(fields['metrics']) - EVALUATION_METRICS)[:5]} are not on the allow-list")
+    if kind in ALLOWED_METRICS:
+        _check_metrics(kind, fields["metrics"], ALLOWED_METRICS[kind])
     if kind == "site_identity" and not PLAN.match(fields["plan"]):
         raise EgressViolation("site_identity: the plan must be a consortium plan fingerprint (16 hex digits)")
     if kind == "declined" and len(fields["reason"]) > MAX_REASON:
@@ -168,6 +164,13 @@ def _check_fields(kind: str, fields: dict, allowed_keys_shapes: Mapping) -> None
         for key, shape in fields["keys"].items():
             if key not in allowed_keys_shapes or tuple(shape) != tuple(allowed_keys_shapes[key]):
                 raise EgressViolation(f"key_advert: {key[:80]!r} with shape {shape} is not a parameter of the global model")
+
+
+def _check_metrics(kind: str, metrics: dict, allowed: frozenset[str]) -> None:
+    unknown = sorted(set(metrics) - allowed)
+    if unknown or not all(isinstance(v, float) for v in metrics.values()):
+        listed = "" if allowed is EVALUATION_METRICS else f" {sorted(allowed)}"  # the evaluation list is long
+        raise EgressViolation(f"{kind}: metrics {unknown[:5]} are not on the allow-list{listed} (or not floats)")
 
 
 def _allowed_arrays(kind: str, fields: dict, shapes: Mapping, roster: Roster | None) -> dict[str, tuple[tuple[int, ...], tuple]]:
