@@ -22,6 +22,7 @@ from federation.concurrent import ReplicaPool
 from federation.evaluation import evaluate
 from federation.participation import Participation
 from federation.privacy.accountant import BudgetExhausted
+from federation.privacy.site_dp import privacy_refusal
 from federation.round_record import (
     ACCEPTED,
     FAILED,
@@ -170,7 +171,7 @@ class InProcessEngine:
         site = self.sites[index]
         outcome = outcomes[site.name]
         started = self.clock()
-        refusal = self._privacy_refusal(site)
+        refusal = privacy_refusal(self.strategy, site.name)
         if refusal:
             outcome.reason = refusal
             log.warning("round %d: site %r does not take part: %s", round_, site.name, refusal)
@@ -195,14 +196,6 @@ class InProcessEngine:
             return None, None
         outcome.status, outcome.reason = ACCEPTED, ""
         return update, None
-
-    def _privacy_refusal(self, site) -> str | None:
-        """Site-level DP: why a site whose next contribution would overrun its budget sits this round out."""
-        would_exceed = getattr(self.strategy, "would_exceed", None)
-        if would_exceed and would_exceed(site.name):
-            budget = self.strategy.budget(site.name)
-            return budget.refusal(self.strategy.noise_multiplier, self.strategy.sample_rate)
-        return None
 
     def _privacy_spent(self) -> dict[str, dict[str, float]]:
         """Per site, privacy spent so far: DP-SGD budgets kept at the sites, or the site-level DP wrapper's."""

@@ -57,7 +57,7 @@ from federation.flower.secagg import (
 from federation.privacy.hooks import privacy_kind, wrap_strategy
 from federation.privacy.messages import KeyAdvert
 from federation.privacy.secagg import SecAggError
-from federation.privacy.site_dp import SiteLevelDP
+from federation.privacy.site_dp import SiteLevelDP, privacy_refusal
 from federation.round_record import (
     ACCEPTED,
     FAILED,
@@ -199,10 +199,10 @@ class Coordinator:
 
     def _refused(self, round_: int, site: str, outcomes: dict[str, SiteOutcome]) -> bool:
         """Site-level DP: a site whose next contribution would overrun its budget is not asked (as in-process)."""
-        would_exceed = getattr(self.strategy, "would_exceed", None)
-        if not (would_exceed and would_exceed(site)):
+        refusal = privacy_refusal(self.strategy, site)
+        if refusal is None:
             return False
-        outcomes[site].reason = self.strategy.budget(site).refusal(self.strategy.noise_multiplier, self.strategy.sample_rate)
+        outcomes[site].reason = refusal
         log.warning("round %d: site %r does not take part: %s", round_, site, outcomes[site].reason)
         return True
 

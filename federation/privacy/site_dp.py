@@ -55,6 +55,12 @@ class SiteLevelDP(Strategy):
         """Ask before a site trains: would one more round overrun its budget?"""
         return not self.budget(site).can_spend(self.noise_multiplier, self.sample_rate)
 
+    def privacy_refusal(self, site: str) -> str | None:
+        """Why `site` sits this round out (one more round would overrun its budget), or None; both runtimes ask this."""
+        if not self.would_exceed(site):
+            return None
+        return self.budget(site).refusal(self.noise_multiplier, self.sample_rate)
+
     def combine(self, updates: list[ModelUpdate]) -> dict[str, torch.Tensor]:
         admitted = self.admit(updates)
         if not admitted:
@@ -77,8 +83,7 @@ class SiteLevelDP(Strategy):
         """The updates of sites whose budget allows this round; the others are refused, with the reason logged."""
         admitted = []
         for update in updates:
-            if self.would_exceed(update.site):
-                message = self.budget(update.site).refusal(self.noise_multiplier, self.sample_rate)
+            if message := self.privacy_refusal(update.site):
                 log.warning(message)
                 self.refusals.append(message)
             else:
@@ -119,3 +124,9 @@ class SiteLevelDP(Strategy):
     def privacy_report(self) -> dict[str, dict[str, float]]:
         """Per site, what RoundRecord.privacy holds: epsilon and delta spent so far, and the budget."""
         return {site: budget.record() for site, budget in sorted(self.budgets.items())}
+
+
+def privacy_refusal(strategy: Strategy, site: str) -> str | None:
+    """Under site-level DP, why `site` is not asked to train this round (its budget); None for any other strategy."""
+    ask = getattr(strategy, "privacy_refusal", None)
+    return ask(site) if ask else None
