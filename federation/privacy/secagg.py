@@ -396,7 +396,8 @@ class LocalSites:
         return [self._send(c, c.masked_input()) for c in self._answering("mask")]
 
     def unmask(self, request: UnmaskRequest) -> list[UnmaskResponse]:
-        return [self._send(c, c.unmask(request)) for c in self._answering("unmask") if c.site in set(request.survivors)]
+        survivors = set(request.survivors)
+        return [self._send(c, c.unmask(request)) for c in self._answering("unmask") if c.site in survivors]
 
     def _answering(self, stage: str) -> list[SecAggClient]:
         return [c for c in self.clients if STAGES.index(stage) < self.last.get(c.site, len(STAGES))]
