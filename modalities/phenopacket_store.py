@@ -197,7 +197,8 @@ def load_phenopacket_store(cfg: DictConfig, seed: int) -> Consortium:
             "patient_id": r.patient_id,
             "label": label_space.index(r.label),
             "inputs": inputs,
-            "meta": {"sex": r.sex, "age_years": r.age_years, "publication": paper},
+            # The reported causative genes: what a site's own diagnosis report says (diagnosis case profiles count them).
+            "meta": {"sex": r.sex, "age_years": r.age_years, "publication": paper, "genes": sorted({v.gene for v in r.variants if v.gene})},
         }
         buckets[site_of[paper]][split[paper]].append(item)
     if cfg.get("evaluate_on", "test") == "val":  # tuning: every evaluation sees the held-out validation papers instead

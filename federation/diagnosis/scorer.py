@@ -1,0 +1,137 @@
+"""The trained diagnosis scorer: disease-agnostic weights on likelihood-ratio evidence, full softmax over every candidate.
+
+    logit(p, d) = sum_t exp(theta_t) * LLR_obs(t, d) + w_exc * sum_t LLR_exc(t, d) + w_geno * LLR_geno(p, d) + w_prior * prior(d)
+
+Every parameter is disease-agnostic: theta is one reliability weight per HPO term
+(how far a clinician's report of that term can be trusted), the w's scale whole kinds
+of evidence. So what a site learns transfers to diseases no site has seen. It starts
+as the likelihood-ratio ranker (theta = 0, w = 1, w_prior = 0), and training is a
+cross-entropy over all ~8,400 candidates (the open setting), not only the labels.
+An L2 pull towards the start keeps a small site from undoing public knowledge.
+
+Training across sites is FedAvg (McMahan et al. 2017): each round every site takes
+`local_epochs` of Adam from the global weights on its own training cases, sends the
+change, and the coordinator averages the changes weighted by cases
+(federation/aggregate.py). Only weights travel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from federation.aggregate import weighted_mean_per_key
+from federation.diagnosis.evidence import Evidence, Features
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    rounds: int = 10
+    local_epochs: int = 1
+    lr: float = 0.05
+    batch_size: int = 32
+    l2: float = 1e-3
+
+
+class DiagnosisScorer(nn.Module):
+    def __init__(self, n_terms: int):
+        super().__init__()
+        self.term_log_weight = nn.Parameter(torch.zeros(n_terms))
+        self.excluded_weight = nn.Parameter(torch.tensor(1.0))
+        self.genotype_weight = nn.Parameter(torch.tensor(1.0))
+        self.prior_weight = nn.Parameter(torch.tensor(0.0))
+
+    def logits(self, tables: EvidenceTensors, rows: torch.Tensor, ruled_out: torch.Tensor, genotype: torch.Tensor, true: tuple | None = None, truth: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, C]; with `true` (leave-one-out values) and `truth`, each patient's own diagnosis column is rewritten."""
+        weight = torch.where(rows >= 0, self.term_log_weight[tables.term_index[rows.clamp(min=0)]].exp(), torch.zeros(()))
+        observed = (tables.observed[rows.clamp(min=0)] * weight.unsqueeze(-1)).sum(1)
+        excluded = (tables.excluded[ruled_out.clamp(min=0)] * (ruled_out >= 0).unsqueeze(-1)).sum(1)
+        out = observed + self.excluded_weight * excluded + self.genotype_weight * genotype + self.prior_weight * tables.prior
+        if true is not None:
+            true_observed, true_excluded, true_genotype, true_prior = true
+            own = (true_observed * weight).sum(1) + self.excluded_weight * true_excluded.sum(1) + self.genotype_weight * true_genotype + self.prior_weight * true_prior
+            out = out.scatter(1, truth.unsqueeze(1), own.unsqueeze(1))
+        return out
+
+    def penalty(self) -> torch.Tensor:
+        return (self.term_log_weight**2).sum() + (self.excluded_weight - 1) ** 2 + (self.genotype_weight - 1) ** 2 + self.prior_weight**2
+
+
+@dataclass
+class EvidenceTensors:
+    observed: torch.Tensor   # [Q, C]
+    excluded: torch.Tensor   # [Q, C]
+    prior: torch.Tensor      # [C]
+    term_index: torch.Tensor  # [Q] HPO index of each table row
+
+    @staticmethod
+    def of(evidence: Evidence, terms: np.ndarray) -> EvidenceTensors:
+        return EvidenceTensors(torch.from_numpy(evidence.observed), torch.from_numpy(evidence.excluded), torch.from_numpy(evidence.prior), torch.from_numpy(terms))
+
+
+@torch.no_grad()
+def score(model: DiagnosisScorer, tables: EvidenceTensors, features: Features, chunk: int = 64) -> torch.Tensor:
+    """[N, C] logits of patients (no leave-one-out: they are not in the counts)."""
+    out = []
+    for start in range(0, len(features.truth), chunk):
+        part = slice(start, start + chunk)
+        out.append(model.logits(tables, *_inputs(features, part)))
+    return torch.cat(out) if out else torch.zeros(0, tables.observed.shape[1])
+
+
+def train_local(model: DiagnosisScorer, tables: EvidenceTensors, features: Features, epochs: int, settings: TrainSettings, seed: int) -> None:
+    """Adam on one site's (or the pooled) training cases, cross-entropy over every candidate."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    n = len(features.truth)
+    for _ in range(epochs):
+        for batch in torch.randperm(n, generator=generator).split(settings.batch_size):
+            index = batch.numpy()
+            logits = model.logits(tables, *_inputs(features, index), true=_true(features, index), truth=torch.from_numpy(features.truth[index]))
+            loss = nn.functional.cross_entropy(logits, torch.from_numpy(features.truth[index])) + settings.l2 * model.penalty()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
+def train_federated(sites: dict[str, tuple[EvidenceTensors, Features]], settings: TrainSettings, n_terms: int, seed: int) -> DiagnosisScorer:
+    """FedAvg over the sites' training cases; the coordinator sees only weight changes and case counts."""
+    global_model = DiagnosisScorer(n_terms)
+    for round_ in range(settings.rounds):
+        state = {k: v.detach().clone() for k, v in global_model.state_dict().items()}
+        updates = []
+        for i, (name, (tables, features)) in enumerate(sorted(sites.items())):
+            if not len(features.truth):
+                continue
+            local = DiagnosisScorer(n_terms)
+            local.load_state_dict(state)
+            train_local(local, tables, features, settings.local_epochs, settings, seed=seed * 1000 + round_ * 50 + i)
+            delta = {k: v.detach() - state[k] for k, v in local.state_dict().items()}
+            updates.append((delta, {k: float(len(features.truth)) for k in delta}))
+        mean = weighted_mean_per_key(updates)
+        global_model.load_state_dict({k: state[k] + mean.get(k, torch.zeros_like(state[k])) for k in state})
+    return global_model
+
+
+def train_alone(tables: EvidenceTensors, features: Features, settings: TrainSettings, n_terms: int, seed: int) -> DiagnosisScorer:
+    """Local-only and pooled: the same budget in epochs as the federated run, on one body of data."""
+    model = DiagnosisScorer(n_terms)
+    if len(features.truth):
+        train_local(model, tables, features, settings.rounds * settings.local_epochs, settings, seed)
+    return model
+
+
+def _inputs(features: Features, index) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (
+        torch.from_numpy(features.observed_rows[index]),
+        torch.from_numpy(features.excluded_rows[index]),
+        torch.from_numpy(features.genotype[index]),
+    )
+
+
+def _true(features: Features, index) -> tuple | None:
+    if features.true_observed is None:
+        return None
+    return tuple(torch.from_numpy(a[index]) for a in (features.true_observed, features.true_excluded, features.true_genotype, features.true_prior))
