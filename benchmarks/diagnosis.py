@@ -76,7 +76,7 @@ def main() -> None:
             f"({facts['test_patients_without_annotations']} of {facts['test_patients']} test patients), "
             f"{facts['unannotated_labels_with_shared_profile']} of them profiled by shared cases; {facts['open_candidates']} open candidates; "
             f"{facts['cases_suppressed_by_k']} cases suppressed by k; learned weights {facts['federated_weights']}; "
-            f"genotype fallbacks {summary['genotype_fallbacks'] or 'none'}.\n"
+            f"counted fallbacks {summary['fallbacks'] or 'none'}.\n"
         )
     text = "\n".join(parts)
     write_text(out, text)

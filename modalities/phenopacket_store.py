@@ -209,6 +209,7 @@ def load_phenopacket_store(cfg: DictConfig, seed: int) -> Consortium:
         for i in range(num_sites)
     ]
     quality = store_quality(sites, {r.patient_id: r.source for r in kept}, readers, label_space.labels, min_count_from(cfg))
+    quality["all_sites"]["label_space"] = label_space_counts(records, kept)
     return Consortium(sites, label_space, list(modalities), readers, quality)
 
 
@@ -223,6 +224,12 @@ def store_quality(sites: list[SiteData], sources: dict, readers: dict, labels: l
         quality[site.name] = report
     quality["all_sites"] = {"repairs": {m: r.stats.as_dict() for m, r in readers.items() if isinstance(getattr(r, "stats", None), ReadStats)}}
     return quality
+
+
+def label_space_counts(records: list[PatientRecord], kept: list[PatientRecord]) -> dict:
+    """Cases left out because their diagnosis is not a label (too few cases or publications), counted, not silent."""
+    outside = [r for r in records if r not in kept]
+    return {"patients_outside_labels": len(outside), "diseases_outside_labels": len({r.label for r in outside})}
 
 
 # --- variants among background candidates -------------------------------------------------------

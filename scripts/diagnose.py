@@ -4,7 +4,7 @@
     python scripts/diagnose.py data=phenopackets_variants seeds=[0,1,2]
     python scripts/diagnose.py data.evaluate_on=val       # tuning: validation publications, never test
 
-Writes summary.json, summary.md and config.yaml to the run folder only when every seed
+Writes summary.json, summary.md, quality.json and config.yaml to the run folder only when every seed
 succeeded; an expected error (bad file, record or field, a setting out of range) is
 one line on stderr and exit status 1 (HYDRA_FULL_ERROR=1 shows the trace).
 """
@@ -29,8 +29,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     if not Path(cfg.data.root).is_dir():
         raise FileNotFoundError(f"{cfg.data.root}: data.root is not a folder of phenopackets")
     seeds = list(cfg.seeds or [cfg.seed])
-    summary = build_summary([run_seed(cfg, int(s)) for s in seeds], seeds, int(cfg.bootstrap.resamples))
+    results = [run_seed(cfg, int(s)) for s in seeds]
+    summary = build_summary(results, seeds, int(cfg.bootstrap.resamples))
     table = markdown(summary)
+    write_json(out_dir / "quality.json", results[-1].quality)  # aggregates only, and every counted fallback
     write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     write_json(out_dir / "summary.json", summary)
     write_text(out_dir / "summary.md", table)

@@ -101,11 +101,13 @@ def secure_total(per_site: Mapping[str, CaseCounts]) -> CaseCounts:
     """The sum of every site's counts through the secure-aggregation protocol: no site's own counts are revealed."""
     from federation.privacy.secagg import SecAggClient, SecAggServer, run_secure_aggregation
 
+    if len(per_site) < 2:
+        raise ValueError(f"profiles.secure needs at least 2 sites to hide each one's counts, got {len(per_site)}")
     first = next(iter(per_site.values()))
     clients = [SecAggClient(site, _as_tensors(c), {"cases": 1, "terms": 1, "genes": 1}) for site, c in per_site.items()]
     # The clip bounds the fixed-point codec: the largest site's norm keeps counts unclipped and rounding below 0.5.
     largest = max(float(np.sqrt(sum(float((t.double() ** 2).sum()) for t in c.values()))) for c in map(_as_tensors, per_site.values()))
-    server = SecAggServer(threshold=len(clients), clip=max(largest * 1.01, 1.0), min_group_size=2)
+    server = SecAggServer(threshold=len(clients), clip=max(largest * 1.01, 1.0), max_count=1, min_group_size=2)
     total = run_secure_aggregation(clients, server, round_=0).weighted
     return CaseCounts(
         np.rint(total["cases"].numpy()).astype(np.int64),

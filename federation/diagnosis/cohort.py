@@ -44,6 +44,7 @@ class Cohort:
     labels: tuple[str, ...]
     sites: dict[str, dict[str, Patients]]
     variant_columns: tuple[str, ...] = ()
+    quality: dict = field(default_factory=dict)  # the readers' per-site quality reports (aggregates only)
 
     def split(self, name: str) -> dict[str, Patients]:
         return {site: splits[name] for site, splits in self.sites.items()}
@@ -65,7 +66,7 @@ def cohort_from(consortium: Consortium) -> Cohort:
             )
     reader = consortium.readers.get(variants)
     columns = tuple(reader.columns) if reader is not None else ()
-    return Cohort(tuple(consortium.label_space.labels), sites, columns)
+    return Cohort(tuple(consortium.label_space.labels), sites, columns, consortium.quality)
 
 
 def _array(tensor) -> np.ndarray:

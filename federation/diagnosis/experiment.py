@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from federation.diagnosis.case_profiles import count_cases, share
+from federation.diagnosis.case_profiles import count_cases, gene_indicator, share
 from federation.diagnosis.cohort import Cohort, Patients, cohort_from
 from federation.diagnosis.evidence import Evidence, ProfileSettings, PublicKnowledge, evidence_for, features_for
 from federation.diagnosis.metrics import patient_hits, ranks
@@ -97,6 +97,7 @@ def run_seed(cfg: DictConfig, seed: int) -> SeedResult:
         hits["likelihood"][site] = _hits(score(_ranker(n_terms), plain, features), features, public)
 
     per_site = {site: count_cases(patients, len(cohort.labels), public.hpo) for site, patients in train.items()}
+    quality["case_genes_outside_vocabulary"] = sum(gene_indicator(p.genes, public.hpo)[1] for p in train.values())
     for i, (site, patients) in enumerate(train.items()):  # local-only: nothing leaves the site
         evidence = evidence_for(public, per_site[site], profiles)
         tables = EvidenceTensors.of(evidence, public.terms)
@@ -121,7 +122,7 @@ def run_seed(cfg: DictConfig, seed: int) -> SeedResult:
         hits["pooled"][site] = _evaluate(model, tables, public, evidence, patients, cohort, profiles)
 
     facts = _facts(cohort, public, shared, per_site, learned)
-    return SeedResult(hits, {s: len(p) for s, p in train.items()}, facts, dict(quality))
+    return SeedResult(hits, {s: len(p) for s, p in train.items()}, facts, {**cohort.quality, "diagnosis_fallbacks": dict(quality)})
 
 
 def _ranker(n_terms: int):

@@ -30,7 +30,7 @@ def build_summary(results: list[SeedResult], seeds: list[int], resamples: int = 
         "sites": {s: {"n_train": int(np.mean([r.n_train[s] for r in results])), "n_test": int(len(_seeds(results, "federated", s)["top1"])), **per_site[s]} for s in sites},
         "federated_minus": gains,
         "facts": results[-1].facts,
-        "genotype_fallbacks": results[-1].quality,
+        "fallbacks": results[-1].quality.get("diagnosis_fallbacks", {}),
     }
 
 
