@@ -4,7 +4,8 @@
     python scripts/diagnose.py data=phenopackets_variants seeds=[0,1,2]
     python scripts/diagnose.py data.evaluate_on=val       # tuning: validation publications, never test
 
-Writes summary.json, summary.md, quality.json and config.yaml to the run folder only when every seed
+Writes summary.json, summary.md, quality.json, config.yaml, and the last seed's federated
+scorer with the counts the sites shared (model.safetensors, case_counts.npz) to the run folder only when every seed
 succeeded; an expected error (bad file, record or field, a setting out of range) is
 one line on stderr and exit status 1 (HYDRA_FULL_ERROR=1 shows the trace).
 """
@@ -16,6 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from federation.diagnosis.artefacts import save_run_model
 from federation.diagnosis.experiment import check_settings, run_seed
 from federation.diagnosis.report import build_summary, markdown
 from federation.outputs import write_json, write_text
@@ -33,6 +35,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     summary = build_summary(results, seeds, int(cfg.bootstrap.resamples))
     table = markdown(summary)
     write_json(out_dir / "quality.json", results[-1].quality)  # aggregates only, and every counted fallback
+    save_run_model(out_dir, results[-1].model, results[-1].shared, results[-1].labels)  # for scripts/predict.py
     write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     write_json(out_dir / "summary.json", summary)
     write_text(out_dir / "summary.md", table)

@@ -42,7 +42,7 @@ def test_small_store_end_to_end(tmp_path):
         shutil.copytree(STORE / cohort, store / cohort)
     run_dir = tmp_path / "run"
     result = diagnose(
-        f"data.root={store}", "data.num_sites=2", "data.min_cases=6", "data.min_publications=3",
+        "data=phenopackets_variants", f"data.root={store}", "data.num_sites=2", "data.min_cases=6", "data.min_publications=3",
         "training.rounds=2", "bootstrap.resamples=50", f"hydra.run.dir={run_dir}",
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -59,3 +59,29 @@ def test_small_store_end_to_end(tmp_path):
     quality = json.loads((run_dir / "quality.json").read_text())
     assert quality["all_sites"]["label_space"]["patients_outside_labels"] >= 0
     assert (run_dir / "summary.md").read_text().count("| site_") >= 2
+
+    # The saved federated scorer ranks a new patient over every candidate and says why.
+    patient = sorted((store / "NHEJ1").glob("*.json"))[0]
+    out = tmp_path / "prediction.json"
+    predicted = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "predict.py"), str(run_dir), str(patient), "--top-k", "3", "--output", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    prediction = json.loads(out.read_text())
+    assert prediction["candidates"] == facts["open_candidates"]
+    top = prediction["differential"][0]
+    assert [d["rank"] for d in prediction["differential"]] == [1, 2, 3]
+    assert top["supporting_terms"] and all(t["log_lr"] > 0 for t in top["supporting_terms"])
+    assert any(d.get("supporting_variant", {}) and d["supporting_variant"]["gene"] == "NHEJ1" for d in prediction["differential"] if d.get("supporting_variant"))
+    assert (run_dir / "case_counts.npz").is_file()
+
+
+def test_predict_on_a_run_folder_without_a_model_is_one_line(tmp_path):
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    (tmp_path / "case_counts.npz").write_bytes(b"not a numpy archive")
+    patient = tmp_path / "p.json"
+    patient.write_text("{}")
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "predict.py"), str(tmp_path), str(patient)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'model.safetensors'}: no model in the run folder"]

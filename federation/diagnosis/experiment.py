@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from federation.diagnosis.case_profiles import count_cases, gene_indicator, share
+from federation.diagnosis.case_profiles import CaseCounts, count_cases, gene_indicator, share
 from federation.diagnosis.cohort import Cohort, Patients, cohort_from
 from federation.diagnosis.evidence import Evidence, ProfileSettings, PublicKnowledge, evidence_for, features_for
 from federation.diagnosis.metrics import patient_hits, ranks
@@ -43,6 +43,9 @@ class SeedResult:
     n_train: dict[str, int]
     facts: dict
     quality: dict
+    model: dict[str, torch.Tensor] | None = None  # the federated scorer's weights
+    shared: CaseCounts | None = None              # the counts the coordinator received
+    labels: tuple[str, ...] = ()
 
 
 def settings_from(cfg: DictConfig) -> tuple[LikelihoodSettings, GenotypeSettings, ProfileSettings, TrainSettings]:
@@ -112,6 +115,7 @@ def run_seed(cfg: DictConfig, seed: int) -> SeedResult:
     for site, patients in test.items():
         hits["federated"][site] = _evaluate(model, tables, public, evidence, patients, cohort, profiles)
     learned = {k: float(v) for k, v in model.state_dict().items() if v.numel() == 1}
+    federated_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     pooled_counts = sum(list(per_site.values())[1:], start=list(per_site.values())[0])
     evidence = evidence_for(public, pooled_counts, profiles)
@@ -122,7 +126,8 @@ def run_seed(cfg: DictConfig, seed: int) -> SeedResult:
         hits["pooled"][site] = _evaluate(model, tables, public, evidence, patients, cohort, profiles)
 
     facts = _facts(cohort, public, shared, per_site, learned)
-    return SeedResult(hits, {s: len(p) for s, p in train.items()}, facts, {**cohort.quality, "diagnosis_fallbacks": dict(quality)})
+    quality_report = {**cohort.quality, "diagnosis_fallbacks": dict(quality)}
+    return SeedResult(hits, {s: len(p) for s, p in train.items()}, facts, quality_report, federated_state, shared, cohort.labels)
 
 
 def _ranker(n_terms: int):
