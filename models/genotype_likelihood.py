@@ -23,7 +23,7 @@ counted, never pooled into a shared "unknown" gene.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,9 +82,15 @@ def row_pathogenicity(rows: np.ndarray, columns: Sequence[str], settings: Genoty
 
 
 def genotype_log_ratios(
-    variants: Sequence[np.ndarray | None], columns: Sequence[str], disease_genes: sparse.csr_matrix, settings: GenotypeSettings, counts: Counter | None = None
+    variants: Sequence[np.ndarray | None], columns: Sequence[str], disease_genes: sparse.csr_matrix, settings: GenotypeSettings, counts: Counter | None = None,
+    pathogenicity: Callable | None = None,
 ) -> np.ndarray:
-    """[n_patients, n_diseases] log LR; 0 for a patient without variant rows and for diseases without a known gene."""
+    """[n_patients, n_diseases] log LR; 0 for a patient without variant rows and for diseases without a known gene.
+
+    `pathogenicity(rows, columns, settings, counts)`: s per row; default `row_pathogenicity`
+    (in-silico scores); federation/diagnosis/variant_model.py offers the project's variant model.
+    """
+    pathogenicity = pathogenicity or row_pathogenicity
     counts = counts if counts is not None else Counter()
     col = {name: i for i, name in enumerate(columns)}
     by_gene = disease_genes.tocsc()
@@ -96,7 +102,7 @@ def genotype_log_ratios(
             continue
         gene = rows[:, col["gene"]].astype(np.int64)
         counts["rows_gene_outside_vocabulary"] += int((gene == 0).sum())
-        s = row_pathogenicity(rows, columns, settings, counts)
+        s = pathogenicity(rows, columns, settings, counts)
         best: dict[int, float] = {}
         for g, value in zip(gene[gene > 0] - 1, s[gene > 0]):
             best[int(g)] = max(best.get(int(g), 0.0), float(value))

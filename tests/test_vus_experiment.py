@@ -160,3 +160,26 @@ def test_a_gzipped_vcf_is_read_and_annotated(trained, tmp_path):
     assert paths["vcf"].name == "lab.v2.vus.vcf"
     records = [line for line in paths["vcf"].read_text().splitlines() if not line.startswith("#")]
     assert len(records) == 2 and all("RAREFED_P=" in line for line in records)
+
+
+def test_the_variant_model_scores_diagnosis_candidates(trained):
+    """federation/diagnosis/variant_model.py: a trained variant run gives each candidate row its pathogenicity."""
+    from collections import Counter
+
+    from federation.diagnosis.variant_model import VariantModelPathogenicity
+    from models.genotype_likelihood import GenotypeSettings
+
+    _, _, run, _ = trained
+    columns = ("valid", "gene", "consequence", "impact", "zygosity", "af_neglog10", "af_missing", "CADD", "CADD_missing", "REVEL", "REVEL_missing")
+    damaging = [1, 1, 0, 3, 1, 5.0 / 6, 0, 34.0, 0, 0.95, 0]   # AF 1e-5, CADD 34, REVEL 0.95
+    benign = [1, 1, 0, 3, 1, 1.0 / 6, 0, 2.0, 0, 0.02, 0]      # AF 0.1, CADD 2, REVEL 0.02
+    nothing = [1, 1, 0, 4, 1, 0, 1, 0, 1, 0, 1]               # no AF, no score: the impact fallback
+    counts = Counter()
+    model = VariantModelPathogenicity(run)
+
+    s = model(np.array([damaging, benign, nothing], dtype=np.float32), columns, GenotypeSettings(), counts)
+
+    assert 0.0 <= s.min() and s.max() <= 1.0
+    assert s[0] > s[1]
+    assert s[2] == pytest.approx(0.9)  # HIGH impact, as models/genotype_likelihood.py falls back
+    assert counts == Counter({"rows_scored_by_variant_model": 2, "rows_without_variant_model_features": 1, "rows_scored_by_impact_only": 1})

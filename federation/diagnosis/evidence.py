@@ -35,13 +35,17 @@ class ProfileSettings:
 class PublicKnowledge:
     """Annotation-only tables over every candidate, computed once per cohort and reused by every approach."""
 
-    def __init__(self, labels: tuple[str, ...], terms: np.ndarray, likelihood: LikelihoodSettings, genotype: GenotypeSettings, annotation_path: str | None = None, databases=("OMIM",)):
+    def __init__(
+        self, labels: tuple[str, ...], terms: np.ndarray, likelihood: LikelihoodSettings, genotype: GenotypeSettings,
+        annotation_path: str | None = None, databases=("OMIM",), pathogenicity=None,
+    ):
         self.hpo = load_hpo_index()
         annotated = load_annotations(annotation_path, tuple(databases)).disease_ids
         self.candidates = tuple(sorted(set(annotated) | set(labels)))
         position = {d: i for i, d in enumerate(self.candidates)}
         self.label_columns = np.array([position[d] for d in labels], dtype=np.int64)
         self.likelihood, self.genotype = likelihood, genotype
+        self.pathogenicity = pathogenicity  # None: in-silico scores (models/genotype_likelihood.py)
         self.frequencies = annotation_frequencies(self.candidates, annotation_path, tuple(databases), likelihood.empty_frequency)
         self.bg = background(self.frequencies)
         self.terms = np.asarray(terms, dtype=np.int64)
@@ -107,7 +111,7 @@ def features_for(public: PublicKnowledge, evidence: Evidence, patients: Patients
     observed = [[public.row_of[int(t) - 1] for t in p if t > 0] for p in patients.terms]
     excluded = [[public.row_of[int(-t) - 1] for t in p if t < 0] for p in patients.terms]
     genotype = (
-        genotype_log_ratios(patients.variants, columns, evidence.genes, public.genotype, counts)
+        genotype_log_ratios(patients.variants, columns, evidence.genes, public.genotype, counts, public.pathogenicity)
         if columns else np.zeros((len(patients), len(public.candidates)), np.float32)
     )
     truth = public.label_columns[patients.labels]
@@ -136,7 +140,7 @@ def _leave_one_out(out: Features, public: PublicKnowledge, evidence: Evidence, p
             out.true_excluded[i, : len(terms) - k] = exc[k:, 0]
         gene_row = _with_case_genes(public.label_genes[label], _row(counts, int(label)), settings.min_count)
         if columns:
-            out.true_genotype[i] = genotype_log_ratios([patients.variants[i]], columns, gene_row, public.genotype)[0, 0]
+            out.true_genotype[i] = genotype_log_ratios([patients.variants[i]], columns, gene_row, public.genotype, None, public.pathogenicity)[0, 0]
         out.true_prior[i] = np.log1p(counts.cases[label])
 
 

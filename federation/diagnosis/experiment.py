@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,59 +76,116 @@ def check_settings(cfg: DictConfig) -> None:
         "training.local_epochs": training.local_epochs >= 1,
         "training.lr": training.lr > 0,
     }
+    if cfg.get("variant_model") and not (Path(cfg.variant_model) / "variant_encoding.json").is_file():
+        raise FileNotFoundError(f"{cfg.variant_model}: variant_model is not an experiment=vus run folder (no variant_encoding.json)")
     bad = [name for name, ok in checks.items() if not ok]
     if bad:
         raise ValueError(f"out of range: {', '.join(f'{n}={OmegaConf.select(cfg, n)}' for n in bad)}")
 
 
-def run_seed(cfg: DictConfig, seed: int) -> SeedResult:
+@dataclass
+class Context:
+    """What every approach of one seed reads: the cohort, the public tables, the settings, the counted fallbacks."""
+
+    cfg: DictConfig
+    cohort: Cohort
+    public: PublicKnowledge
+    profiles: ProfileSettings
+    training: TrainSettings
+    seed: int
+    quality: Counter
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.cohort.variant_columns
+
+    def features(self, evidence: Evidence, patients: Patients, leave_out: bool, count: bool = False):
+        """`count`: add the genotype fallbacks to the quality report (once per patient: the public ranker's pass)."""
+        return features_for(self.public, evidence, patients, self.columns, self.profiles, leave_out, self.quality if count else None)
+
+
+def run_seed(cfg: DictConfig, seed: int, approaches: tuple[str, ...] = APPROACHES, cohort: Cohort | None = None, public: PublicKnowledge | None = None) -> SeedResult:
+    """Every approach in `approaches` on one seed's split (the data seed sets the split; training is seeded too).
+
+    `cohort` and `public` may be passed in when a search reruns the same data with other settings.
+    """
     torch.manual_seed(seed)
-    cohort = cohort_from(load_consortium(cfg.data, seed=seed))
+    cohort = cohort or load_cohort(cfg, seed)
     likelihood, genotype, profiles, training = settings_from(cfg)
-    all_patients = [p for splits in cohort.sites.values() for p in splits.values()]
-    public = PublicKnowledge(cohort.labels, signed_term_sets([t for p in all_patients for t in p.terms]), likelihood, genotype, cfg.get("annotation_path"), tuple(cfg.databases))
-    quality: Counter = Counter()
-    test = cohort.split("test")
+    public = public or public_knowledge(cfg, cohort)
+    ctx = Context(cfg, cohort, public, profiles, training, seed, Counter())
     train = cohort.split("train")
-    hits: dict[str, dict[str, dict[str, np.ndarray]]] = {a: {} for a in APPROACHES}
-    n_terms = public.hpo.size
-
-    hits["resnik"] = _resnik(public, cohort, test, cfg)
-    knowledge = evidence_for(public, None, profiles)
-    plain = EvidenceTensors.of(knowledge, public.terms)
-    for site, patients in test.items():
-        features = features_for(public, knowledge, patients, cohort.variant_columns, profiles, leave_out=False, counts=quality)
-        hits["likelihood"][site] = _hits(score(_ranker(n_terms), plain, features), features, public)
-
     per_site = {site: count_cases(patients, len(cohort.labels), public.hpo) for site, patients in train.items()}
-    quality["case_genes_outside_vocabulary"] = sum(gene_indicator(p.genes, public.hpo)[1] for p in train.values())
-    for i, (site, patients) in enumerate(train.items()):  # local-only: nothing leaves the site
-        evidence = evidence_for(public, per_site[site], profiles)
-        tables = EvidenceTensors.of(evidence, public.terms)
-        model = train_alone(tables, features_for(public, evidence, patients, cohort.variant_columns, profiles, True), training, n_terms, seed + i)
-        hits["local"][site] = _evaluate(model, tables, public, evidence, test[site], cohort, profiles)
-
+    ctx.quality["case_genes_outside_vocabulary"] = sum(gene_indicator(p.genes, public.hpo)[1] for p in train.values())
     shared = share(per_site, profiles.min_count, profiles.secure)
-    evidence = evidence_for(public, shared, profiles)
-    tables = EvidenceTensors.of(evidence, public.terms)
-    site_features = {s: (tables, features_for(public, evidence, p, cohort.variant_columns, profiles, True)) for s, p in train.items()}
-    model = train_federated(site_features, training, n_terms, seed)
-    for site, patients in test.items():
-        hits["federated"][site] = _evaluate(model, tables, public, evidence, patients, cohort, profiles)
-    learned = {k: float(v) for k, v in model.state_dict().items() if v.numel() == 1}
-    federated_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    pooled_counts = sum(list(per_site.values())[1:], start=list(per_site.values())[0])
-    evidence = evidence_for(public, pooled_counts, profiles)
-    tables = EvidenceTensors.of(evidence, public.terms)
-    everyone = Patients.concat(list(train.values()))
-    model = train_alone(tables, features_for(public, evidence, everyone, cohort.variant_columns, profiles, True), training, n_terms, seed)
-    for site, patients in test.items():
-        hits["pooled"][site] = _evaluate(model, tables, public, evidence, patients, cohort, profiles)
-
+    runners = {"resnik": _resnik, "likelihood": _likelihood, "local": _local, "federated": _federated, "pooled": _pooled}
+    hits, federated_state = {}, None
+    for approach in approaches:
+        hits[approach], state = runners[approach](ctx, per_site, shared)
+        federated_state = state if approach == "federated" else federated_state
+    learned = {k: float(v) for k, v in (federated_state or {}).items() if v.numel() == 1}
     facts = _facts(cohort, public, shared, per_site, learned)
-    quality_report = {**cohort.quality, "diagnosis_fallbacks": dict(quality)}
+    quality_report = {**cohort.quality, "diagnosis_fallbacks": dict(ctx.quality)}
     return SeedResult(hits, {s: len(p) for s, p in train.items()}, facts, quality_report, federated_state, shared, cohort.labels)
+
+
+def load_cohort(cfg: DictConfig, seed: int) -> Cohort:
+    return cohort_from(load_consortium(cfg.data, seed=seed))
+
+
+def public_knowledge(cfg: DictConfig, cohort: Cohort) -> PublicKnowledge:
+    likelihood, genotype, _, _ = settings_from(cfg)
+    all_terms = [t for splits in cohort.sites.values() for p in splits.values() for t in p.terms]
+    return PublicKnowledge(cohort.labels, signed_term_sets(all_terms), likelihood, genotype, cfg.get("annotation_path"), tuple(cfg.databases), variant_model(cfg))
+
+
+def variant_model(cfg: DictConfig):
+    """The pathogenicity of candidate rows: the project's variant model when `variant_model` names a run, else in-silico scores."""
+    if not cfg.get("variant_model"):
+        return None
+    from federation.diagnosis.variant_model import VariantModelPathogenicity
+
+    return VariantModelPathogenicity(cfg.variant_model)
+
+
+def _likelihood(ctx: Context, per_site, shared):
+    """The training-free likelihood-ratio ranker: public knowledge only, every weight 1, no case counts."""
+    knowledge = evidence_for(ctx.public, None, ctx.profiles)
+    tables = EvidenceTensors.of(knowledge, ctx.public.terms)
+    ranker = _ranker(ctx.public.hpo.size)
+    return {site: _evaluate(ranker, tables, ctx, knowledge, patients, count=True) for site, patients in ctx.cohort.split("test").items()}, None
+
+
+def _local(ctx: Context, per_site, shared):
+    """Each site alone: its own counts (they never leave it) and its own training cases."""
+    out = {}
+    test = ctx.cohort.split("test")
+    for i, (site, patients) in enumerate(ctx.cohort.split("train").items()):
+        evidence = evidence_for(ctx.public, per_site[site], ctx.profiles)
+        tables = EvidenceTensors.of(evidence, ctx.public.terms)
+        model = train_alone(tables, ctx.features(evidence, patients, True), ctx.training, ctx.public.hpo.size, ctx.seed + i)
+        out[site] = _evaluate(model, tables, ctx, evidence, test[site])
+    return out, None
+
+
+def _federated(ctx: Context, per_site, shared):
+    """The counts the sites shared, and the scorer trained by FedAvg."""
+    evidence = evidence_for(ctx.public, shared, ctx.profiles)
+    tables = EvidenceTensors.of(evidence, ctx.public.terms)
+    sites = {s: (tables, ctx.features(evidence, p, True)) for s, p in ctx.cohort.split("train").items()}
+    model = train_federated(sites, ctx.training, ctx.public.hpo.size, ctx.seed)
+    hits = {site: _evaluate(model, tables, ctx, evidence, patients) for site, patients in ctx.cohort.split("test").items()}
+    return hits, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _pooled(ctx: Context, per_site, shared):
+    """Everyone's training cases in one place: the reference privacy rules forbid."""
+    counts = list(per_site.values())
+    evidence = evidence_for(ctx.public, sum(counts[1:], start=counts[0]), ctx.profiles)
+    tables = EvidenceTensors.of(evidence, ctx.public.terms)
+    everyone = Patients.concat(list(ctx.cohort.split("train").values()))
+    model = train_alone(tables, ctx.features(evidence, everyone, True), ctx.training, ctx.public.hpo.size, ctx.seed)
+    return {site: _evaluate(model, tables, ctx, evidence, patients) for site, patients in ctx.cohort.split("test").items()}, None
 
 
 def _ranker(n_terms: int):
@@ -136,9 +194,9 @@ def _ranker(n_terms: int):
     return DiagnosisScorer(n_terms)  # untrained: the likelihood-ratio ranker itself
 
 
-def _evaluate(model, tables: EvidenceTensors, public: PublicKnowledge, evidence: Evidence, patients: Patients, cohort: Cohort, profiles: ProfileSettings) -> dict[str, np.ndarray]:
-    features = features_for(public, evidence, patients, cohort.variant_columns, profiles, leave_out=False)
-    return _hits(score(model, tables, features), features, public)
+def _evaluate(model, tables: EvidenceTensors, ctx: Context, evidence: Evidence, patients: Patients, count: bool = False) -> dict[str, np.ndarray]:
+    features = ctx.features(evidence, patients, leave_out=False, count=count)
+    return _hits(score(model, tables, features), features, ctx.public)
 
 
 def _hits(logits: torch.Tensor, features, public: PublicKnowledge) -> dict[str, np.ndarray]:
@@ -149,10 +207,12 @@ def _hits(logits: torch.Tensor, features, public: PublicKnowledge) -> dict[str, 
     return patient_hits(ranks(closed, closed_truth) if len(scores) else np.empty(0), ranks(scores, features.truth) if len(scores) else np.empty(0))
 
 
-def _resnik(public: PublicKnowledge, cohort: Cohort, test: dict[str, Patients], cfg: DictConfig) -> dict[str, dict[str, np.ndarray]]:
-    ranker = KnowledgeRanker(public.candidates, cfg.get("annotation_path"), tuple(cfg.databases))
+def _resnik(ctx: Context, per_site, shared):
+    """Resnik best-match similarity to the annotations: the phenotype-only ranker the project had."""
+    public = ctx.public
+    ranker = KnowledgeRanker(public.candidates, ctx.cfg.get("annotation_path"), tuple(ctx.cfg.databases))
     out = {}
-    for site, patients in test.items():
+    for site, patients in ctx.cohort.split("test").items():
         width = max((len(t) for t in patients.terms), default=1)
         terms = torch.zeros(len(patients), max(width, 1), dtype=torch.long)
         for i, t in enumerate(patients.terms):
@@ -162,7 +222,7 @@ def _resnik(public: PublicKnowledge, cohort: Cohort, test: dict[str, Patients], 
         label_of = {c: i for i, c in enumerate(public.label_columns)}
         closed_truth = np.array([label_of[c] for c in truth], dtype=np.int64)
         out[site] = patient_hits(ranks(scores[:, public.label_columns], closed_truth), ranks(scores, truth))
-    return out
+    return out, None
 
 
 def _facts(cohort: Cohort, public: PublicKnowledge, shared, per_site, learned: dict) -> dict:

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from federation.diagnosis.artefacts import load_run_model
 from federation.diagnosis.cohort import Patients
 from federation.diagnosis.evidence import PublicKnowledge, evidence_for, features_for
-from federation.diagnosis.experiment import settings_from
+from federation.diagnosis.experiment import settings_from, variant_model
 from federation.diagnosis.scorer import DiagnosisScorer, EvidenceTensors, score
 from modalities.base import DataError
 from modalities.phenopacket_io import read_phenopacket
@@ -37,7 +37,7 @@ def diagnose_patient(run_dir: str | Path, phenopacket: str | Path, vcf: str | Pa
     if not (terms > 0).any():
         raise DataError(phenopacket, "no observed HPO term the ontology knows", record=record.patient_id, field="phenotypicFeatures")
     rows, columns = _variant_rows(cfg, record, vcf)
-    public = PublicKnowledge(labels, signed_term_sets([terms]), likelihood, genotype, cfg.get("annotation_path"), tuple(cfg.databases))
+    public = PublicKnowledge(labels, signed_term_sets([terms]), likelihood, genotype, cfg.get("annotation_path"), tuple(cfg.databases), variant_model(cfg))
     evidence = evidence_for(public, counts, profiles)
     patient = Patients([record.patient_id], [terms], np.zeros(1, np.int64), [rows])
     fallbacks: Counter = Counter()
@@ -95,18 +95,18 @@ def _evidence_of(d, public, evidence, features, terms, weights, model, rows, col
         "prior_log": round(float(model.prior_weight.detach()) * float(evidence.prior[d]), 3),
     }
     if rows is not None and len(rows):
-        out["supporting_variant"] = _supporting_variant(d, evidence, rows, columns, genotype_settings, hpo)
+        out["supporting_variant"] = _supporting_variant(d, evidence, rows, columns, genotype_settings, hpo, public.pathogenicity)
     return out
 
 
-def _supporting_variant(d, evidence, rows, columns, settings, hpo) -> dict[str, Any] | None:
+def _supporting_variant(d, evidence, rows, columns, settings, hpo, pathogenicity=None) -> dict[str, Any] | None:
     genes = set(evidence.genes[d].indices.tolist())
     col = {c: i for i, c in enumerate(columns)}
     codes = rows[:, col["gene"]].astype(np.int64) - 1
     inside = [i for i, g in enumerate(codes) if g >= 0 and int(g) in genes]
     if not inside:
         return None
-    s = row_pathogenicity(rows[inside], columns, settings)
+    s = (pathogenicity or row_pathogenicity)(rows[inside], columns, settings)
     best = inside[int(np.argmax(s))]
     row = rows[best]
     return {
