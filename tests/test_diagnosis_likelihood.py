@@ -10,7 +10,7 @@ import pytest
 from scipy import sparse
 
 from federation.diagnosis.metrics import paired_bootstrap, patient_hits, ranks
-from models.genotype_likelihood import GenotypeSettings, annotated_disease_genes, genotype_log_ratios, row_pathogenicity
+from models.genotype_likelihood import GenotypeSettings, annotated_disease_genes, genotype_log_ratios, row_pathogenicity, recessive_only
 from models.knowledge import load_annotations
 from models.phenotype_likelihood import (
     LikelihoodSettings,
@@ -452,3 +452,25 @@ def test_paired_bootstrap_of_a_strictly_better_array_lies_above_zero():
 def test_paired_bootstrap_of_no_patients_is_nan():
     # Execute / Assert
     assert all(math.isnan(v) for v in paired_bootstrap(np.empty(0), np.empty(0)))
+
+
+def test_one_allele_counts_less_for_a_recessive_only_disease(disease_genes, hpo):
+    # Prepare: cystic fibrosis is autosomal recessive only, Marfan dominant; one heterozygous CFTR row, then two
+    ids, genes = disease_genes
+    recessive = recessive_only(ids)
+    settings = GenotypeSettings(single_allele_recessive=0.1)
+    one = _variant(hpo, "CFTR", cadd=35.0, revel=0.95)
+    two = np.vstack([one, _variant(hpo, "CFTR", cadd=30.0, revel=0.9)])
+    fbn1 = _variant(hpo, "FBN1", cadd=35.0, revel=0.95)
+
+    # Execute
+    out = genotype_log_ratios([one, two, fbn1], COLUMNS, genes, settings, recessive=recessive)
+    ignored = genotype_log_ratios([one], COLUMNS, genes, GenotypeSettings(), recessive=recessive)
+
+    # Assert: one allele in a recessive disease's gene is weak evidence, two alleles full; a dominant gene is untouched
+    s = (35.0 / 40.0 + 0.95) / 2
+    assert recessive.tolist() == [False, True, False]
+    assert out[0, 1] == pytest.approx(math.log(settings.miss + settings.hit_ratio * 0.1 * s), rel=1e-5)
+    assert out[1, 1] == pytest.approx(math.log(settings.miss + settings.hit_ratio * s), rel=1e-5)
+    assert out[2, 0] == pytest.approx(math.log(settings.miss + settings.hit_ratio * s), rel=1e-5)
+    assert ignored[0, 1] == pytest.approx(out[1, 1], rel=1e-5)  # single_allele_recessive=1 ignores inheritance

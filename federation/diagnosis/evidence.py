@@ -19,7 +19,7 @@ from scipy import sparse
 from federation.diagnosis.case_profiles import CaseCounts, blended_frequencies, case_closures, gene_indicator, leave_one_out
 from federation.diagnosis.cohort import Patients
 from modalities.hpo import load_hpo_index
-from models.genotype_likelihood import GenotypeSettings, annotated_disease_genes, genotype_log_ratios
+from models.genotype_likelihood import GenotypeSettings, annotated_disease_genes, genotype_log_ratios, recessive_only
 from models.knowledge import load_annotations
 from models.phenotype_likelihood import LikelihoodSettings, annotation_frequencies, background, term_log_ratios
 
@@ -52,6 +52,7 @@ class PublicKnowledge:
         self.row_of = {int(t): i for i, t in enumerate(self.terms)}
         self.observed, self.excluded = term_log_ratios(self.frequencies, self.terms, self.bg, likelihood, self.hpo)
         self.genes = annotated_disease_genes(self.candidates, self.hpo)
+        self.recessive = recessive_only(self.candidates)
         self.label_frequencies = self.frequencies[self.label_columns]
         self.label_genes = self.genes[self.label_columns]
 
@@ -111,7 +112,7 @@ def features_for(public: PublicKnowledge, evidence: Evidence, patients: Patients
     observed = [[public.row_of[int(t) - 1] for t in p if t > 0] for p in patients.terms]
     excluded = [[public.row_of[int(-t) - 1] for t in p if t < 0] for p in patients.terms]
     genotype = (
-        genotype_log_ratios(patients.variants, columns, evidence.genes, public.genotype, counts, public.pathogenicity)
+        genotype_log_ratios(patients.variants, columns, evidence.genes, public.genotype, counts, public.pathogenicity, public.recessive)
         if columns else np.zeros((len(patients), len(public.candidates)), np.float32)
     )
     truth = public.label_columns[patients.labels]
@@ -140,7 +141,8 @@ def _leave_one_out(out: Features, public: PublicKnowledge, evidence: Evidence, p
             out.true_excluded[i, : len(terms) - k] = exc[k:, 0]
         gene_row = _with_case_genes(public.label_genes[label], _row(counts, int(label)), settings.min_count)
         if columns:
-            out.true_genotype[i] = genotype_log_ratios([patients.variants[i]], columns, gene_row, public.genotype, None, public.pathogenicity)[0, 0]
+            recessive = public.recessive[public.label_columns[label] : public.label_columns[label] + 1]
+            out.true_genotype[i] = genotype_log_ratios([patients.variants[i]], columns, gene_row, public.genotype, None, public.pathogenicity, recessive)[0, 0]
         out.true_prior[i] = np.log1p(counts.cases[label])
 
 
