@@ -62,9 +62,14 @@ def search(name: str, setting, spec, root: str) -> list[str]:
         return float(np.mean(values))
 
     rows = [f"### {name} (data={setting.data}, seeds {list(spec.seeds)})", "", "| trial | objective | seconds |", "| --- | --- | --- |"]
+
+    def note(row: str) -> None:
+        rows.append(row)
+        print(row, flush=True)  # as it goes: a long search shows its progress
+
     start = time.perf_counter()
     best = score({})
-    rows.append(f"| current config | {best:.3f} | {time.perf_counter() - start:.0f} |")
+    note(f"| current config | {best:.3f} | {time.perf_counter() - start:.0f} |")
     for _ in range(int(spec.passes)):
         for key, values in setting.grid.items():
             current = chosen.get(key, base_value(base, key))
@@ -73,12 +78,13 @@ def search(name: str, setting, spec, root: str) -> list[str]:
                     continue
                 start = time.perf_counter()
                 value_score = score({key: value})
-                rows.append(f"| {key}={value} | {value_score:.3f} | {time.perf_counter() - start:.0f} |")
+                note(f"| {key}={value} | {value_score:.3f} | {time.perf_counter() - start:.0f} |")
                 if value_score > best + 1e-9:
                     best, chosen[key] = value_score, value
                     current = value
-    rows += ["", f"Chosen: {chosen or 'the current config'} (objective {best:.3f}).", ""]
-    print("\n".join(rows), flush=True)
+    note("")
+    note(f"Chosen: {chosen or 'the current config'} (objective {best:.3f}).")
+    note("")
     return rows
 
 
