@@ -70,18 +70,21 @@ def search(name: str, setting, spec, root: str) -> list[str]:
     start = time.perf_counter()
     best = score({})
     note(f"| current config | {best:.3f} | {time.perf_counter() - start:.0f} |")
+    tried = {frozenset()}
     for _ in range(int(spec.passes)):
         for key, values in setting.grid.items():
-            current = chosen.get(key, base_value(base, key))
             for value in values:
-                if value == current:
+                trial = {**chosen, key: value}
+                if value == base_value(base, key) and key not in chosen:
+                    trial.pop(key)
+                if frozenset(trial.items()) in tried:
                     continue
+                tried.add(frozenset(trial.items()))
                 start = time.perf_counter()
                 value_score = score({key: value})
                 note(f"| {key}={value} | {value_score:.3f} | {time.perf_counter() - start:.0f} |")
                 if value_score > best + 1e-9:
                     best, chosen[key] = value_score, value
-                    current = value
     note("")
     note(f"Chosen: {chosen or 'the current config'} (objective {best:.3f}).")
     note("")

@@ -16,6 +16,7 @@ from federation.diagnosis.case_profiles import (
     leave_one_out,
     secure_total,
     share,
+    site_view,
 )
 from federation.diagnosis.cohort import Patients
 from federation.diagnosis.evidence import Features
@@ -305,7 +306,11 @@ def _synthetic_site(n: int, seed: int) -> tuple[EvidenceTensors, Features]:
     observed[4, 0] = 3.0
     excluded = np.zeros((Q, C), np.float32)
     excluded[np.arange(1, 4), np.arange(1, 4)] = -0.5
-    tables = EvidenceTensors(torch.from_numpy(observed), torch.from_numpy(excluded), torch.zeros(C), torch.arange(Q))
+    labels = np.array([1, 2])  # the label columns an approach's counts rewrite; here the same values
+    tables = EvidenceTensors(
+        torch.from_numpy(observed), torch.from_numpy(excluded), torch.from_numpy(observed[:, labels].copy()),
+        torch.from_numpy(excluded[:, labels].copy()), torch.from_numpy(labels), torch.zeros(C), torch.arange(Q),
+    )
     truth = rng.integers(1, C, size=n)
     observed_rows = np.stack([truth, np.full(n, 4)], 1).astype(np.int64)
     excluded_rows = np.full((n, 1), -1, np.int64)
@@ -419,3 +424,35 @@ def test_train_alone_lowers_cross_entropy_and_leaves_empty_untrained():
     assert _cross_entropy(model, tables, features) < _cross_entropy(DiagnosisScorer(Q), tables, features)
     for key, value in untouched.state_dict().items():
         assert torch.equal(value, DiagnosisScorer(Q).state_dict()[key])
+
+
+def test_label_columns_come_from_the_approachs_counts_and_the_public_table_is_untouched():
+    # Prepare: public log LRs of 0 everywhere; the approach's counts give label column 2 a +2 for row 0
+    public = torch.zeros(2, 3)
+    label_observed = torch.tensor([[2.0], [0.0]])
+    tables = EvidenceTensors(public, public.clone(), label_observed, torch.zeros(2, 1), torch.tensor([2]), torch.zeros(3), torch.arange(2))
+    features = Features(np.array([[0]]), np.array([[-1]]), np.zeros((1, 3), np.float32), np.array([2]))
+
+    # Execute
+    logits = score(DiagnosisScorer(2), tables, features)
+
+    # Assert
+    assert logits.tolist() == [[0.0, 0.0, 2.0]]
+    assert public.abs().sum() == 0
+
+
+def test_a_site_ranks_with_the_shared_counts_and_its_own_in_full(hpo):
+    # Prepare: two sites with one case each of label 0 (suppressed when shared in the clear at k=2)
+    term = hpo.position[SEIZURE] + 1
+    own = count_cases(_patients(hpo, [(0, (SEIZURE,), (), ("FBN1",))]), 2, hpo)
+    other = count_cases(_patients(hpo, [(0, (SEIZURE,), (), ("FBN1",))]), 2, hpo)
+
+    # Execute
+    clear = site_view(own, share({"a": own, "b": other}, 2), 2)
+    secure = site_view(own, share({"a": own, "b": other}, 2, secure=True), 2, secure=True)
+
+    # Assert: in the clear the site still has its own case; securely the total of 2 survived, and is kept
+    assert clear.cases.tolist() == [1, 0]
+    assert clear.terms[0, term - 1] == 1
+    assert secure.cases.tolist() == [2, 0]
+    assert secure.terms[0, term - 1] == 2

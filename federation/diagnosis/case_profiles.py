@@ -97,6 +97,24 @@ def share(per_site: Mapping[str, CaseCounts], min_count: int, secure: bool = Fal
     return secure_total(per_site).suppressed(min_count)
 
 
+def site_view(own: CaseCounts, shared: CaseCounts, min_count: int, secure: bool = False) -> CaseCounts:
+    """What one site ranks with: the consortium's shared counts with its own put back in full.
+
+    A site's own counts never needed suppressing from itself. Shared in the clear, the
+    total holds the site's suppressed share, which is swapped for its whole counts;
+    summed securely, a cell the total lost to suppression is below k, so the site's
+    own count is the better (and never a smaller) value there.
+    """
+    if secure:
+        return CaseCounts(np.maximum(shared.cases, own.cases), shared.terms.maximum(own.terms).tocsr(), shared.genes.maximum(own.genes).tocsr())
+    mine = own.suppressed(min_count)
+    return CaseCounts(
+        shared.cases - mine.cases + own.cases,
+        (shared.terms - mine.terms + own.terms).tocsr(),
+        (shared.genes - mine.genes + own.genes).tocsr(),
+    )
+
+
 def secure_total(per_site: Mapping[str, CaseCounts]) -> CaseCounts:
     """The sum of every site's counts through the secure-aggregation protocol: no site's own counts are revealed."""
     from federation.privacy.secagg import SecAggClient, SecAggServer, run_secure_aggregation

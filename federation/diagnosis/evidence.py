@@ -59,32 +59,44 @@ class PublicKnowledge:
 
 @dataclass
 class Evidence:
-    """Per-approach tables: observed/excluded log LRs [Q, C], prior [C], the label diseases' F and genes."""
+    """One approach's tables: public log LRs [Q, C] for every candidate, the label diseases' own [Q, L] from
+    their case counts (the only columns counts change), prior [C], every candidate's genes, the counts."""
 
     observed: np.ndarray
     excluded: np.ndarray
+    label_observed: np.ndarray
+    label_excluded: np.ndarray
+    label_columns: np.ndarray
     prior: np.ndarray
     genes: sparse.csr_matrix
     counts: CaseCounts | None
     label_frequencies: sparse.csr_matrix
     label_genes: sparse.csr_matrix
 
+    def column(self, candidate: int) -> tuple[np.ndarray, np.ndarray]:
+        """(observed [Q], excluded [Q]) log LRs of one candidate disease."""
+        where = np.flatnonzero(self.label_columns == candidate)
+        if len(where):
+            return self.label_observed[:, where[0]], self.label_excluded[:, where[0]]
+        return self.observed[:, candidate], self.excluded[:, candidate]
+
 
 def evidence_for(public: PublicKnowledge, counts: CaseCounts | None, settings: ProfileSettings) -> Evidence:
     """Public knowledge, with the label diseases' columns rewritten from `counts` where given."""
     prior = np.zeros(len(public.candidates), np.float32)
+    columns = public.label_columns
     if counts is None:
-        return Evidence(public.observed, public.excluded, prior, public.genes, None, public.label_frequencies, public.label_genes)
+        return Evidence(
+            public.observed, public.excluded, public.observed[:, columns], public.excluded[:, columns], columns,
+            prior, public.genes, None, public.label_frequencies, public.label_genes,
+        )
     frequencies = blended_frequencies(public.label_frequencies, counts, settings.prior_cases, settings.unannotated_prior)
-    observed, excluded = public.observed.copy(), public.excluded.copy()
-    obs_labels, exc_labels = term_log_ratios(frequencies, public.terms, public.bg, public.likelihood, public.hpo)
-    observed[:, public.label_columns] = obs_labels
-    excluded[:, public.label_columns] = exc_labels
+    label_observed, label_excluded = term_log_ratios(frequencies, public.terms, public.bg, public.likelihood, public.hpo)
     label_genes = _with_case_genes(public.label_genes, counts, settings.min_count)
     genes = public.genes.tolil(copy=True)
-    genes[public.label_columns] = label_genes
-    prior[public.label_columns] = np.log1p(counts.cases.astype(np.float32))
-    return Evidence(observed, excluded, prior, genes.tocsr(), counts, frequencies, label_genes)
+    genes[columns] = label_genes
+    prior[columns] = np.log1p(counts.cases.astype(np.float32))
+    return Evidence(public.observed, public.excluded, label_observed, label_excluded, columns, prior, genes.tocsr(), counts, frequencies, label_genes)
 
 
 def _with_case_genes(annotated: sparse.csr_matrix, counts: CaseCounts, min_count: int) -> sparse.csr_matrix:

@@ -6,7 +6,8 @@ Approaches, all scored over the same candidates (every annotated disease + label
   the genotype) against public knowledge alone; the trained approaches start from it;
 - `local`: each site alone: its own case profiles, the scorer trained on its own cases;
 - `federated`: case profiles from the counts every site shares (k-suppressed, or by
-  secure aggregation), the scorer trained by FedAvg;
+  secure aggregation), to which each site adds back its own in full, and the scorer
+  trained by FedAvg;
 - `pooled`: everyone's cases in one place (what privacy rules forbid): the reference.
 Every approach is judged on each site's own test patients (held-out publications).
 """
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from federation.diagnosis.case_profiles import CaseCounts, count_cases, gene_indicator, share
+from federation.diagnosis.case_profiles import CaseCounts, count_cases, gene_indicator, share, site_view
 from federation.diagnosis.cohort import Cohort, Patients, cohort_from
 from federation.diagnosis.evidence import Evidence, ProfileSettings, PublicKnowledge, evidence_for, features_for
 from federation.diagnosis.metrics import patient_hits, ranks
@@ -169,12 +170,15 @@ def _local(ctx: Context, per_site, shared):
 
 
 def _federated(ctx: Context, per_site, shared):
-    """The counts the sites shared, and the scorer trained by FedAvg."""
-    evidence = evidence_for(ctx.public, shared, ctx.profiles)
-    tables = EvidenceTensors.of(evidence, ctx.public.terms)
-    sites = {s: (tables, ctx.features(evidence, p, True)) for s, p in ctx.cohort.split("train").items()}
+    """The counts the sites shared (each site adding back its own in full), and the scorer trained by FedAvg."""
+    evidence = {
+        site: evidence_for(ctx.public, site_view(per_site[site], shared, ctx.profiles.min_count, ctx.profiles.secure), ctx.profiles)
+        for site in per_site
+    }
+    tables = {site: EvidenceTensors.of(e, ctx.public.terms) for site, e in evidence.items()}
+    sites = {s: (tables[s], ctx.features(evidence[s], p, True)) for s, p in ctx.cohort.split("train").items()}
     model = train_federated(sites, ctx.training, ctx.public.hpo.size, ctx.seed)
-    hits = {site: _evaluate(model, tables, ctx, evidence, patients) for site, patients in ctx.cohort.split("test").items()}
+    hits = {site: _evaluate(model, tables[site], ctx, evidence[site], patients) for site, patients in ctx.cohort.split("test").items()}
     return hits, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 

@@ -83,9 +83,10 @@ def _names(candidates: tuple[str, ...], cfg) -> list[str]:
 
 def _evidence_of(d, public, evidence, features, terms, weights, model, rows, columns, genotype_settings) -> dict[str, Any]:
     hpo = public.hpo
-    observed = [(int(t) - 1, float(weights[int(t) - 1] * evidence.observed[public.row_of[int(t) - 1], d])) for t in terms if t > 0]
+    seen, ruled_out = evidence.column(d)
+    observed = [(int(t) - 1, float(weights[int(t) - 1] * seen[public.row_of[int(t) - 1]])) for t in terms if t > 0]
     excluded_weight = float(model.excluded_weight.detach())
-    excluded = [(int(-t) - 1, excluded_weight * float(evidence.excluded[public.row_of[int(-t) - 1], d])) for t in terms if t < 0]
+    excluded = [(int(-t) - 1, excluded_weight * float(ruled_out[public.row_of[int(-t) - 1]])) for t in terms if t < 0]
     describe = lambda pairs: [{"term": hpo.term_ids[i], "name": hpo.names[i], "log_lr": round(v, 3)} for i, v in pairs]  # noqa: E731
     out = {
         "supporting_terms": describe(sorted((p for p in observed if p[1] > 0), key=lambda p: -p[1])[:3]),

@@ -46,8 +46,8 @@ class DiagnosisScorer(nn.Module):
     def logits(self, tables: EvidenceTensors, rows: torch.Tensor, ruled_out: torch.Tensor, genotype: torch.Tensor, true: tuple | None = None, truth: torch.Tensor | None = None) -> torch.Tensor:
         """[B, C]; with `true` (leave-one-out values) and `truth`, each patient's own diagnosis column is rewritten."""
         weight = torch.where(rows >= 0, self.term_log_weight[tables.term_index[rows.clamp(min=0)]].exp(), torch.zeros(()))
-        observed = (tables.observed[rows.clamp(min=0)] * weight.unsqueeze(-1)).sum(1)
-        excluded = (tables.excluded[ruled_out.clamp(min=0)] * (ruled_out >= 0).unsqueeze(-1)).sum(1)
+        observed = (tables.observed_rows(rows.clamp(min=0)) * weight.unsqueeze(-1)).sum(1)
+        excluded = (tables.excluded_rows(ruled_out.clamp(min=0)) * (ruled_out >= 0).unsqueeze(-1)).sum(1)
         out = observed + self.excluded_weight * excluded + self.genotype_weight * genotype + self.prior_weight * tables.prior
         if true is not None:
             true_observed, true_excluded, true_genotype, true_prior = true
@@ -61,14 +61,34 @@ class DiagnosisScorer(nn.Module):
 
 @dataclass
 class EvidenceTensors:
-    observed: torch.Tensor   # [Q, C]
-    excluded: torch.Tensor   # [Q, C]
-    prior: torch.Tensor      # [C]
-    term_index: torch.Tensor  # [Q] HPO index of each table row
+    observed: torch.Tensor        # [Q, C] public knowledge, shared by every approach (not copied)
+    excluded: torch.Tensor        # [Q, C]
+    label_observed: torch.Tensor  # [Q, L] the label diseases' columns from this approach's counts
+    label_excluded: torch.Tensor  # [Q, L]
+    label_columns: torch.Tensor   # [L]
+    prior: torch.Tensor           # [C]
+    term_index: torch.Tensor      # [Q] HPO index of each table row
 
     @staticmethod
     def of(evidence: Evidence, terms: np.ndarray) -> EvidenceTensors:
-        return EvidenceTensors(torch.from_numpy(evidence.observed), torch.from_numpy(evidence.excluded), torch.from_numpy(evidence.prior), torch.from_numpy(terms))
+        as_tensor = torch.from_numpy
+        return EvidenceTensors(
+            as_tensor(evidence.observed), as_tensor(evidence.excluded), as_tensor(np.ascontiguousarray(evidence.label_observed)),
+            as_tensor(np.ascontiguousarray(evidence.label_excluded)), as_tensor(evidence.label_columns), as_tensor(evidence.prior), as_tensor(terms),
+        )
+
+    def observed_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """[..., C] observed log LRs of table rows, the label columns from this approach's counts."""
+        return _with_labels(self.observed, self.label_observed, self.label_columns, rows)
+
+    def excluded_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return _with_labels(self.excluded, self.label_excluded, self.label_columns, rows)
+
+
+def _with_labels(public: torch.Tensor, labels: torch.Tensor, columns: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    out = public[rows]  # advanced indexing: a new tensor, so the shared public table is never written
+    out[..., columns] = labels[rows]
+    return out
 
 
 @torch.no_grad()
