@@ -74,9 +74,7 @@ def search(name: str, setting, spec, root: str) -> list[str]:
     for _ in range(int(spec.passes)):
         for key, values in setting.grid.items():
             for value in values:
-                trial = {**chosen, key: value}
-                if value == base_value(base, key) and key not in chosen:
-                    trial.pop(key)
+                trial = {k: v for k, v in {**chosen, key: value}.items() if v != base_value(base, k)}  # the config's own values drop out
                 if frozenset(trial.items()) in tried:
                     continue
                 tried.add(frozenset(trial.items()))
@@ -105,6 +103,7 @@ def main() -> None:
     parser.add_argument("--root", default=str(ROOT.parent / "shared" / "data" / "phenopackets"))
     parser.add_argument("--settings", nargs="+", choices=sorted(spec.settings), default=list(spec.settings))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "diagnosis_tuning.md"))
+    parser.add_argument("--only", nargs="+", help="search only these grid keys, e.g. training.rounds")
     args = parser.parse_args()
     if not Path(args.root).is_dir():
         sys.exit(f"error: {args.root}: --root is not a folder of phenopackets")
@@ -112,7 +111,10 @@ def main() -> None:
 
     lines = ["# Diagnosis constants chosen on validation publications", "", f"`python benchmarks/diagnosis_tune.py --root {args.root}` (conf/benchmarks/diagnosis_tuning.yaml; objective: federated {' + '.join(spec.objective)} on validation patients, mean over seeds).", ""]
     for name in args.settings:
-        lines += search(name, spec.settings[name], spec, args.root)
+        setting = spec.settings[name]
+        if args.only:
+            setting.grid = {k: v for k, v in setting.grid.items() if k in args.only}
+        lines += search(name, setting, spec, args.root)
     write_text(Path(args.out), "\n".join(lines) + "\n")
 
 
