@@ -72,8 +72,6 @@ class Evidence:
     counts: CaseCounts | None
     label_frequencies: sparse.csr_matrix
     label_genes: sparse.csr_matrix
-    site_prior: np.ndarray | None = None  # [C] log(1 + the site's own cases): its case mix, which other sites may not share
-    own: CaseCounts | None = None
 
     def column(self, candidate: int) -> tuple[np.ndarray, np.ndarray]:
         """(observed [Q], excluded [Q]) log LRs of one candidate disease."""
@@ -83,9 +81,8 @@ class Evidence:
         return self.observed[:, candidate], self.excluded[:, candidate]
 
 
-def evidence_for(public: PublicKnowledge, counts: CaseCounts | None, settings: ProfileSettings, own: CaseCounts | None = None) -> Evidence:
-    """Public knowledge, with the label diseases' columns rewritten from `counts` where given; `own`: the
-    site's own counts, whose case mix becomes a site prior beside the consortium's."""
+def evidence_for(public: PublicKnowledge, counts: CaseCounts | None, settings: ProfileSettings) -> Evidence:
+    """Public knowledge, with the label diseases' columns rewritten from `counts` where given."""
     prior = np.zeros(len(public.candidates), np.float32)
     columns = public.label_columns
     if counts is None:
@@ -99,12 +96,7 @@ def evidence_for(public: PublicKnowledge, counts: CaseCounts | None, settings: P
     genes = public.genes.tolil(copy=True)
     genes[columns] = label_genes
     prior[columns] = np.log1p(counts.cases.astype(np.float32))
-    site_prior = np.zeros(len(public.candidates), np.float32)
-    if own is not None:
-        site_prior[columns] = np.log1p(own.cases.astype(np.float32))
-    return Evidence(
-        public.observed, public.excluded, label_observed, label_excluded, columns, prior, genes.tocsr(), counts, frequencies, label_genes, site_prior, own,
-    )
+    return Evidence(public.observed, public.excluded, label_observed, label_excluded, columns, prior, genes.tocsr(), counts, frequencies, label_genes)
 
 
 def _with_case_genes(annotated: sparse.csr_matrix, counts: CaseCounts, min_count: int) -> sparse.csr_matrix:
@@ -126,7 +118,6 @@ class Features:
     true_excluded: np.ndarray | None = None  # [N, U]
     true_genotype: np.ndarray | None = None  # [N]
     true_prior: np.ndarray | None = None     # [N]
-    true_site_prior: np.ndarray | None = None  # [N]
 
 
 def features_for(public: PublicKnowledge, evidence: Evidence, patients: Patients, columns: tuple[str, ...], settings: ProfileSettings, leave_out: bool, counts: Counter | None = None) -> Features:
@@ -148,7 +139,7 @@ def _leave_one_out(out: Features, public: PublicKnowledge, evidence: Evidence, p
     genes, _ = gene_indicator(patients.genes, public.hpo)
     n, t, u = len(patients), out.observed_rows.shape[1], out.excluded_rows.shape[1]
     out.true_observed, out.true_excluded = np.zeros((n, t), np.float32), np.zeros((n, u), np.float32)
-    out.true_genotype, out.true_prior, out.true_site_prior = np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
+    out.true_genotype, out.true_prior = np.zeros(n, np.float32), np.zeros(n, np.float32)
     for i, label in enumerate(patients.labels):
         counts = leave_one_out(evidence.counts, int(label), closures[i], genes[i])
         row = blended_frequencies(public.label_frequencies[label], _row(counts, int(label)), settings.prior_cases, settings.unannotated_prior)
@@ -165,8 +156,6 @@ def _leave_one_out(out: Features, public: PublicKnowledge, evidence: Evidence, p
             recessive = public.recessive[public.label_columns[label] : public.label_columns[label] + 1]
             out.true_genotype[i] = genotype_log_ratios([patients.variants[i]], columns, gene_row, public.genotype, None, public.pathogenicity, recessive)[0, 0]
         out.true_prior[i] = np.log1p(counts.cases[label])
-        if evidence.own is not None:
-            out.true_site_prior[i] = np.log1p(max(int(evidence.own.cases[label]) - 1, 0))
 
 
 def _row(counts: CaseCounts, label: int) -> CaseCounts:

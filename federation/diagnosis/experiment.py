@@ -170,10 +170,9 @@ def _local(ctx: Context, per_site, shared):
 
 
 def _federated(ctx: Context, per_site, shared):
-    """The counts the sites shared (each site adding back its own in full, and its own case mix as a site prior),
-    and the scorer trained by FedAvg."""
+    """The counts the sites shared (each site adding back its own in full), and the scorer trained by FedAvg."""
     evidence = {
-        site: evidence_for(ctx.public, site_view(per_site[site], shared, ctx.profiles.min_count, ctx.profiles.secure), ctx.profiles, own=per_site[site])
+        site: evidence_for(ctx.public, site_view(per_site[site], shared, ctx.profiles.min_count, ctx.profiles.secure), ctx.profiles)
         for site in per_site
     }
     tables = {site: EvidenceTensors.of(e, ctx.public.terms) for site, e in evidence.items()}

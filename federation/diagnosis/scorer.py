@@ -1,13 +1,10 @@
 """The trained diagnosis scorer: disease-agnostic weights on likelihood-ratio evidence, full softmax over every candidate.
 
-    logit(p, d) = sum_t exp(theta_t) * LLR_obs(t, d) + w_exc * sum_t LLR_exc(t, d) + w_geno * LLR_geno(p, d)
-                  + w_prior * prior(d) + w_site * site_prior(d)
+    logit(p, d) = sum_t exp(theta_t) * LLR_obs(t, d) + w_exc * sum_t LLR_exc(t, d) + w_geno * LLR_geno(p, d) + w_prior * prior(d)
 
 Every parameter is disease-agnostic: theta is one reliability weight per HPO term
 (how far a clinician's report of that term can be trusted), the w's scale whole kinds
-of evidence; prior(d) is log(1 + the consortium's cases of d), site_prior(d) the same
-over the site's own cases (its case mix, which a referral centre does not share with
-the others). So what a site learns transfers to diseases no site has seen. It starts
+of evidence. So what a site learns transfers to diseases no site has seen. It starts
 as the likelihood-ratio ranker (theta = 0, w = 1, w_prior = 0), and training is a
 cross-entropy over all ~8,400 candidates (the open setting), not only the labels.
 An L2 pull towards the start keeps a small site from undoing public knowledge.
@@ -45,7 +42,6 @@ class DiagnosisScorer(nn.Module):
         self.excluded_weight = nn.Parameter(torch.tensor(1.0))
         self.genotype_weight = nn.Parameter(torch.tensor(1.0))
         self.prior_weight = nn.Parameter(torch.tensor(0.0))
-        self.site_prior_weight = nn.Parameter(torch.tensor(0.0))
 
     def logits(self, tables: EvidenceTensors, rows: torch.Tensor, ruled_out: torch.Tensor, genotype: torch.Tensor, true: tuple | None = None, truth: torch.Tensor | None = None) -> torch.Tensor:
         """[B, C]; with `true` (leave-one-out values) and `truth`, each patient's own diagnosis column is rewritten."""
@@ -53,18 +49,14 @@ class DiagnosisScorer(nn.Module):
         observed = (tables.observed_rows(rows.clamp(min=0)) * weight.unsqueeze(-1)).sum(1)
         excluded = (tables.excluded_rows(ruled_out.clamp(min=0)) * (ruled_out >= 0).unsqueeze(-1)).sum(1)
         out = observed + self.excluded_weight * excluded + self.genotype_weight * genotype + self.prior_weight * tables.prior
-        if tables.site_prior is not None:
-            out = out + self.site_prior_weight * tables.site_prior
         if true is not None:
-            true_observed, true_excluded, true_genotype, true_prior, *rest = true
-            true_site_prior = rest[0] if rest else torch.zeros_like(true_prior)
-            own = (true_observed * weight).sum(1) + self.excluded_weight * true_excluded.sum(1) + self.genotype_weight * true_genotype
-            own = own + self.prior_weight * true_prior + self.site_prior_weight * true_site_prior
+            true_observed, true_excluded, true_genotype, true_prior = true
+            own = (true_observed * weight).sum(1) + self.excluded_weight * true_excluded.sum(1) + self.genotype_weight * true_genotype + self.prior_weight * true_prior
             out = out.scatter(1, truth.unsqueeze(1), own.unsqueeze(1))
         return out
 
     def penalty(self) -> torch.Tensor:
-        return (self.term_log_weight**2).sum() + (self.excluded_weight - 1) ** 2 + (self.genotype_weight - 1) ** 2 + self.prior_weight**2 + self.site_prior_weight**2
+        return (self.term_log_weight**2).sum() + (self.excluded_weight - 1) ** 2 + (self.genotype_weight - 1) ** 2 + self.prior_weight**2
 
 
 @dataclass
@@ -76,7 +68,6 @@ class EvidenceTensors:
     label_columns: torch.Tensor   # [L]
     prior: torch.Tensor           # [C]
     term_index: torch.Tensor      # [Q] HPO index of each table row
-    site_prior: torch.Tensor | None = None  # [C] the site's own case mix (federated approach)
 
     @staticmethod
     def of(evidence: Evidence, terms: np.ndarray) -> EvidenceTensors:
@@ -84,7 +75,6 @@ class EvidenceTensors:
         return EvidenceTensors(
             as_tensor(evidence.observed), as_tensor(evidence.excluded), as_tensor(np.ascontiguousarray(evidence.label_observed)),
             as_tensor(np.ascontiguousarray(evidence.label_excluded)), as_tensor(evidence.label_columns), as_tensor(evidence.prior), as_tensor(terms),
-            None if evidence.site_prior is None else as_tensor(evidence.site_prior),
         )
 
     def observed_rows(self, rows: torch.Tensor) -> torch.Tensor:
@@ -164,5 +154,4 @@ def _inputs(features: Features, index) -> tuple[torch.Tensor, torch.Tensor, torc
 def _true(features: Features, index) -> tuple | None:
     if features.true_observed is None:
         return None
-    site = features.true_site_prior if features.true_site_prior is not None else np.zeros(len(features.truth), np.float32)
-    return tuple(torch.from_numpy(a[index]) for a in (features.true_observed, features.true_excluded, features.true_genotype, features.true_prior, site))
+    return tuple(torch.from_numpy(a[index]) for a in (features.true_observed, features.true_excluded, features.true_genotype, features.true_prior))
