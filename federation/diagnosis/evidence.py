@@ -70,8 +70,6 @@ class Evidence:
     prior: np.ndarray
     genes: sparse.csr_matrix
     counts: CaseCounts | None
-    label_frequencies: sparse.csr_matrix
-    label_genes: sparse.csr_matrix
 
     def column(self, candidate: int) -> tuple[np.ndarray, np.ndarray]:
         """(observed [Q], excluded [Q]) log LRs of one candidate disease."""
@@ -88,7 +86,7 @@ def evidence_for(public: PublicKnowledge, counts: CaseCounts | None, settings: P
     if counts is None:
         return Evidence(
             public.observed, public.excluded, public.observed[:, columns], public.excluded[:, columns], columns,
-            prior, public.genes, None, public.label_frequencies, public.label_genes,
+            prior, public.genes, None,
         )
     frequencies = blended_frequencies(public.label_frequencies, counts, settings.prior_cases, settings.unannotated_prior)
     label_observed, label_excluded = term_log_ratios(frequencies, public.terms, public.bg, public.likelihood, public.hpo)
@@ -96,7 +94,7 @@ def evidence_for(public: PublicKnowledge, counts: CaseCounts | None, settings: P
     genes = public.genes.tolil(copy=True)
     genes[columns] = label_genes
     prior[columns] = np.log1p(counts.cases.astype(np.float32))
-    return Evidence(public.observed, public.excluded, label_observed, label_excluded, columns, prior, genes.tocsr(), counts, frequencies, label_genes)
+    return Evidence(public.observed, public.excluded, label_observed, label_excluded, columns, prior, genes.tocsr(), counts)
 
 
 def _with_case_genes(annotated: sparse.csr_matrix, counts: CaseCounts, min_count: int) -> sparse.csr_matrix:
@@ -141,8 +139,8 @@ def _leave_one_out(out: Features, public: PublicKnowledge, evidence: Evidence, p
     out.true_observed, out.true_excluded = np.zeros((n, t), np.float32), np.zeros((n, u), np.float32)
     out.true_genotype, out.true_prior = np.zeros(n, np.float32), np.zeros(n, np.float32)
     for i, label in enumerate(patients.labels):
-        counts = leave_one_out(evidence.counts, int(label), closures[i], genes[i])
-        row = blended_frequencies(public.label_frequencies[label], _row(counts, int(label)), settings.prior_cases, settings.unannotated_prior)
+        own = leave_one_out(_row(evidence.counts, int(label)), 0, closures[i], genes[i])  # only the diagnosis's row changes
+        row = blended_frequencies(public.label_frequencies[label], own, settings.prior_cases, settings.unannotated_prior)
         seen, ruled_out = out.observed_rows[i], out.excluded_rows[i]
         seen, ruled_out = seen[seen >= 0], ruled_out[ruled_out >= 0]
         terms = public.terms[np.concatenate([seen, ruled_out])]
@@ -151,11 +149,11 @@ def _leave_one_out(out: Features, public: PublicKnowledge, evidence: Evidence, p
             k = len(seen)
             out.true_observed[i, :k] = obs[:k, 0]
             out.true_excluded[i, : len(terms) - k] = exc[k:, 0]
-        gene_row = _with_case_genes(public.label_genes[label], _row(counts, int(label)), settings.min_count)
+        gene_row = _with_case_genes(public.label_genes[label], own, settings.min_count)
         if columns:
             recessive = public.recessive[public.label_columns[label] : public.label_columns[label] + 1]
             out.true_genotype[i] = genotype_log_ratios([patients.variants[i]], columns, gene_row, public.genotype, None, public.pathogenicity, recessive)[0, 0]
-        out.true_prior[i] = np.log1p(counts.cases[label])
+        out.true_prior[i] = np.log1p(own.cases[0])
 
 
 def _row(counts: CaseCounts, label: int) -> CaseCounts:

@@ -13,10 +13,9 @@ Every approach is judged on each site's own test patients (held-out publications
 """
 from __future__ import annotations
 
-import logging
 from collections import Counter
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,13 +25,12 @@ from federation.diagnosis.case_profiles import CaseCounts, count_cases, gene_ind
 from federation.diagnosis.cohort import Cohort, Patients, cohort_from
 from federation.diagnosis.evidence import Evidence, ProfileSettings, PublicKnowledge, evidence_for, features_for
 from federation.diagnosis.metrics import patient_hits, ranks
-from federation.diagnosis.scorer import EvidenceTensors, TrainSettings, score, train_alone, train_federated
+from federation.diagnosis.scorer import DiagnosisScorer, EvidenceTensors, TrainSettings, score, train_alone, train_federated
 from modalities.consortium import load_consortium
+from modalities.phenotypes import pad_sequences
 from models.genotype_likelihood import GenotypeSettings
 from models.knowledge import KnowledgeRanker
 from models.phenotype_likelihood import LikelihoodSettings, signed_term_sets
-
-log = logging.getLogger(__name__)
 
 APPROACHES = ("resnik", "likelihood", "local", "federated", "pooled")
 
@@ -153,7 +151,7 @@ def _likelihood(ctx: Context, per_site, shared):
     """The training-free likelihood-ratio ranker: public knowledge only, every weight 1, no case counts."""
     knowledge = evidence_for(ctx.public, None, ctx.profiles)
     tables = EvidenceTensors.of(knowledge, ctx.public.terms)
-    ranker = _ranker(ctx.public.hpo.size)
+    ranker = DiagnosisScorer(ctx.public.hpo.size)  # untrained: the likelihood-ratio ranker itself
     return {site: _evaluate(ranker, tables, ctx, knowledge, patients, count=True) for site, patients in ctx.cohort.split("test").items()}, None
 
 
@@ -192,23 +190,16 @@ def _pooled(ctx: Context, per_site, shared):
     return {site: _evaluate(model, tables, ctx, evidence, patients) for site, patients in ctx.cohort.split("test").items()}, None
 
 
-def _ranker(n_terms: int):
-    from federation.diagnosis.scorer import DiagnosisScorer
-
-    return DiagnosisScorer(n_terms)  # untrained: the likelihood-ratio ranker itself
-
-
 def _evaluate(model, tables: EvidenceTensors, ctx: Context, evidence: Evidence, patients: Patients, count: bool = False) -> dict[str, np.ndarray]:
     features = ctx.features(evidence, patients, leave_out=False, count=count)
-    return _hits(score(model, tables, features), features, ctx.public)
+    return _hits(score(model, tables, features).numpy(), patients.labels, ctx.public)
 
 
-def _hits(logits: torch.Tensor, features, public: PublicKnowledge) -> dict[str, np.ndarray]:
-    scores = logits.numpy()
-    closed = scores[:, public.label_columns]
-    label_of = {c: i for i, c in enumerate(public.label_columns)}
-    closed_truth = np.array([label_of[c] for c in features.truth], dtype=np.int64)
-    return patient_hits(ranks(closed, closed_truth) if len(scores) else np.empty(0), ranks(scores, features.truth) if len(scores) else np.empty(0))
+def _hits(scores: np.ndarray, labels: np.ndarray, public: PublicKnowledge) -> dict[str, np.ndarray]:
+    """Per-patient metric values from scores over every candidate; the closed set is the label columns."""
+    if not len(scores):
+        return patient_hits(np.empty(0), np.empty(0))
+    return patient_hits(ranks(scores[:, public.label_columns], labels), ranks(scores, public.label_columns[labels]))
 
 
 def _resnik(ctx: Context, per_site, shared):
@@ -217,15 +208,8 @@ def _resnik(ctx: Context, per_site, shared):
     ranker = KnowledgeRanker(public.candidates, ctx.cfg.get("annotation_path"), tuple(ctx.cfg.databases))
     out = {}
     for site, patients in ctx.cohort.split("test").items():
-        width = max((len(t) for t in patients.terms), default=1)
-        terms = torch.zeros(len(patients), max(width, 1), dtype=torch.long)
-        for i, t in enumerate(patients.terms):
-            terms[i, : len(t)] = torch.from_numpy(t)
-        truth = public.label_columns[patients.labels]
-        scores = ranker.scores(terms).numpy()
-        label_of = {c: i for i, c in enumerate(public.label_columns)}
-        closed_truth = np.array([label_of[c] for c in truth], dtype=np.int64)
-        out[site] = patient_hits(ranks(scores[:, public.label_columns], closed_truth), ranks(scores, truth))
+        terms = pad_sequences([torch.from_numpy(t) for t in patients.terms]) if len(patients) else torch.zeros(0, 1, dtype=torch.long)
+        out[site] = _hits(ranker.scores(terms).numpy(), patients.labels, public)
     return out, None
 
 

@@ -41,8 +41,8 @@ def _all(per_site: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 def _seeds(results: list[SeedResult], approach: str, site: str | None) -> dict[str, np.ndarray]:
     """A site's (or, with None, every site's) test-patient values over all seeds, in one fixed order."""
-    parts = [r.hits[approach] if site is None else {site: r.hits[approach][site]} for r in results]
-    return {m: np.concatenate([_all(p)[m] for p in parts]) for m in METRICS}
+    parts = [_all(r.hits[approach] if site is None else {site: r.hits[approach][site]}) for r in results]
+    return {m: np.concatenate([p[m] for p in parts]) for m in METRICS}
 
 
 def _gains(results: list[SeedResult], site: str | None, resamples: int) -> dict:
