@@ -29,6 +29,7 @@ from federation.outputs import write_json, write_model, write_rows, write_text
 from federation.participation import Participation
 from federation.privacy.hooks import make_sites_private, wrap_strategy
 from federation.report import APPROACHES, build_summary, combine_seeds, markdown_table
+from federation.settings import ConfigError, check_training_config
 from federation.site import Site
 from federation.state import get_state, set_state, trainable_keys
 from federation.validation import UpdateValidator
@@ -76,11 +77,15 @@ def baseline_limits(cfg: DictConfig) -> dict:
         return {"max_epochs": int(cfg.baselines.epochs)}
     per_round = local_limits(cfg.federation)
     key = "max_steps" if "max_steps" in per_round else "max_epochs"
-    return {**per_round, key: per_round[key] * int(cfg.federation.rounds)}
+    budget = per_round[key] * int(cfg.federation.rounds)
+    if budget < 1:  # -1 is Lightning's "no limit": a local-only model that never stops
+        raise ConfigError("federation.rounds", cfg.federation.rounds, "the baselines' budget is rounds x the local budget: set baselines.epochs or steps")
+    return {**per_round, key: budget}
 
 
 def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     """One run, or one per training seed in `cfg.seeds` (same data, mean and sd over seeds in the summary)."""
+    check_training_config(cfg)  # every bound, name and path, before any data is read or file written
     quiet_lightning()
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
@@ -189,7 +194,7 @@ def _personalised_predictions(cfg, module, sites: list[Site], global_state, seed
 
 def _baseline_predictions(cfg, module, sites, initial, seed, make_trainer, device, extra) -> dict:
     """Local-only (each site alone) and pooled (everyone's training data) models, from the same initial weights."""
-    limits = baseline_limits(cfg)
+    limits = baseline_limits(cfg) if cfg.baselines.local or cfg.baselines.pooled else {}
     out = {}
     if cfg.baselines.local:
         out["local"] = {}

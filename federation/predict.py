@@ -20,9 +20,8 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from safetensors import safe_open
-from safetensors.torch import load_file
 
+from federation.outputs import model_metadata, read_model
 from modalities.base import DataError, Modality
 from modalities.dataset import collate_batch
 from modalities.hpo import load_hpo_index
@@ -36,15 +35,18 @@ PHENOPACKET_DIR = "phenopackets"
 def load_run(run_dir: str | Path) -> tuple[DictConfig, MultimodalClassifier, list[str], dict]:
     """(config, model in eval mode, labels, readers) from a run folder."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(run_dir, "no such run folder")
+    if not (run_dir / "config.yaml").is_file():
+        raise DataError(run_dir / "config.yaml", "no config in the run folder: is this a finished run of scripts/train.py?")
     cfg = OmegaConf.load(run_dir / "config.yaml")
     weights = run_dir / "model.safetensors"
-    with safe_open(str(weights), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+    metadata = model_metadata(weights)
     if not metadata.get("labels"):
         raise DataError(weights, "no label list in the model's metadata", field="labels")
     text = metadata["labels"]
     labels = json.loads(text) if text.startswith("[") else text.split(",")  # runs before labels were JSON
-    state = load_file(str(weights))
+    state = read_model(weights)
     modalities = sorted({k.split(".")[1] for k in state if k.startswith("encoders.")})
     model = build_model(cfg.model, modalities, labels)
     model.load_state_dict(state)
@@ -61,6 +63,8 @@ def patient_inputs(
     out = {}
     for modality, reader in readers.items():
         path = Path(files[modality]) if files.get(modality) else None
+        if path is not None and not path.is_file():  # a file named for the patient must be read, never skipped
+            raise DataError(path, "no such file (or not a regular file)", record=record.patient_id, field=modality)
         if path is None:
             tensor = reader.read_site(site_dir, [record]).get(record.patient_id)
         elif modality == Modality.VARIANTS:

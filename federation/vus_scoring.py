@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from federation.predict import load_run
+from federation.settings import existing
 from federation.vus_calibration import VariantCalibration
 from federation.vus_evaluation import log_odds
 from federation.vus_evidence import (
@@ -40,7 +41,7 @@ from federation.vus_output import annotate_vcf, new_vcf, ordered_columns, write_
 from modalities.base import DataError
 from modalities.variant_features import VariantEncoding, check_and_transform
 from modalities.variant_table import LOCUS_ROLES, read_variant_table
-from modalities.variant_vcf import read_scoring_vcf
+from modalities.variant_vcf import VcfVariants, read_scoring_vcf
 
 VCF_SUFFIXES = (".vcf", ".vcf.gz")
 TABULAR = "tabular"
@@ -89,10 +90,15 @@ class Scored:
 
 def score_file(cfg: DictConfig) -> Scored:
     """Read `cfg.input`, score every variant with the run at `cfg.run_dir` (see conf/score_vus.yaml)."""
-    run = VariantRun.load(cfg.run_dir)
-    path = Path(cfg.input)
+    run = VariantRun.load(existing("run_dir", cfg.run_dir, folder=True))
+    path = existing("input", cfg.input, folder=False)  # a named pipe would block the reader
     is_vcf = path.name.lower().endswith(VCF_SUFFIXES)
     frame, raw, records, counts = _read_vcf(cfg, run, path) if is_vcf else _read_table(cfg, run, path)
+    if not len(raw):  # a VCF with a header only: nothing to score is an answer, not an error
+        counts |= {"variants_scored": 0, "evidence_withheld_unseen_missingness": 0, "evidence": {}}
+        scores = ("probability", "low", "high", "likelihood_ratio", "evidence", "missing_features", "missing_unseen_in_training", "record")
+        empty = frame.assign(**{c: [] for c in scores})
+        return Scored(ordered_columns(empty, FIRST_COLUMNS), path, is_vcf, counts)
     raw, counts["filled_missing"] = fill_missing(raw, run.encoding.specs, cfg.get("fill_missing") or {})
     transformed = check_and_transform(raw, run.encoding.specs, path, records)
     z = run.log_odds(run.encoding.encode(transformed))
@@ -147,7 +153,12 @@ def fill_missing(raw: np.ndarray, specs, fill: dict) -> tuple[np.ndarray, dict[s
 def _read_vcf(cfg: DictConfig, run: VariantRun, path: Path):
     fields = OmegaConf.to_container(cfg.info_fields, resolve=True)
     build = OmegaConf.to_container(cfg.build, resolve=True)
-    v = read_scoring_vcf(path, run.encoding.specs, fields, build, str(cfg.multiallelic))
+    try:
+        v = read_scoring_vcf(path, run.encoding.specs, fields, build, str(cfg.multiallelic))
+    except DataError as error:
+        if error.field != "records":  # raised only after the header passed every check, when there is no record
+            raise
+        v = VcfVariants(path, raw=np.empty((0, len(run.encoding.specs))))
     frame = pd.DataFrame(
         {"chrom": v.chrom, "pos": v.pos, "id": v.ids, "ref": v.ref, "alt": v.alt, "record_index": v.record_index, "allele_index": v.allele_index}
     )

@@ -7,6 +7,8 @@ the field. The run stops before training on the first one.
 from __future__ import annotations
 
 import math
+import os
+import stat
 from enum import StrEnum
 from pathlib import Path
 
@@ -64,3 +66,36 @@ def parse_number(text: str, missing: set[str], path: str | Path, record: str, fi
     if not math.isfinite(value):
         raise DataError(path, f"value {text!r} is not a finite number", record=record, field=field_name)
     return value
+
+
+def regular_file(path: str | Path, record: str | None = None, field: str | None = None) -> Path:
+    """`path`, checked to be a regular file (symlinks followed) before anything opens it.
+
+    A named pipe would block `open()` for ever and a device could stream without end,
+    so anything else is a DataError; so is a link that loops or points nowhere.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        if os.path.lexists(path):
+            raise DataError(path, f"cannot read: {err.strerror} (a broken or looping link?)", record=record, field=field) from None
+        raise DataError(path, "file not found", record=record, field=field) from None
+    if not stat.S_ISREG(mode):
+        raise DataError(path, f"not a regular file (a {_file_kind(mode)}); only regular files are read", record=record, field=field)
+    return path
+
+
+def optional_file(path: str | Path) -> Path | None:
+    """None when nothing is at `path` (an optional file such as labs.csv or split.csv); else `regular_file(path)`.
+
+    A named pipe in its place is refused by name, not skipped as absent.
+    """
+    return regular_file(path) if os.path.lexists(path) else None
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISDIR, "folder"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "device")):
+        if test(mode):
+            return kind
+    return "device" if stat.S_ISBLK(mode) else "special file"

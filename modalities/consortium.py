@@ -15,8 +15,9 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from modalities.dataset import load_site, site_labels
+from modalities.duplicates import phenopacket_keys, separate_duplicates
 from modalities.labels import LabelSpace
-from modalities.quality import DEFAULT_MIN_COUNT, site_quality
+from modalities.quality import DEFAULT_MIN_COUNT, ReadStats, site_quality
 from modalities.shards import SHARD, cut_shards, parent_entries, shard_entries
 from modalities.site_data import SiteData
 
@@ -81,11 +82,17 @@ def load_site_folders(cfg: DictConfig, seed: int) -> Consortium:
     fractions = OmegaConf.to_container(cfg.split_fractions) if cfg.get("split_fractions") else None
     sites, quality = [], {}
     min_count = int(cfg.get("quality", {}).get("min_count", DEFAULT_MIN_COUNT))
+    keys: dict[str, dict[str, str]] = {}
     for entry in entries:
-        splits = load_site(Path(entry["path"]), entry["modalities"], readers, label_space, seed=seed, fractions=fractions)
+        stats = ReadStats()
+        splits = load_site(Path(entry["path"]), entry["modalities"], readers, label_space, seed=seed, fractions=fractions, stats=stats)
         sites.append(SiteData(name=entry["name"], modalities=tuple(entry["modalities"]), splits=splits))
         # right after load_site: the readers' stats still hold this site's counts
         quality[entry["name"]] = site_quality(
-            Path(entry["path"]), splits, entry["modalities"], readers, label_space.labels, min_count=min_count
+            Path(entry["path"]), splits, entry["modalities"], readers, label_space.labels, min_count=min_count, phenopacket_stats=stats
         )
+        keys[entry["name"]] = phenopacket_keys(Path(entry["path"]) / "phenopackets")
+    sites, duplicates = separate_duplicates(sites, lambda site, item: keys[site].get(item["patient_id"]))
+    if duplicates:  # identical phenopackets at several sites, or in one site's training and evaluation splits
+        quality["all_sites"] = {"duplicates": duplicates}
     return Consortium(sites, label_space, modalities, readers, quality)

@@ -21,6 +21,7 @@ from modalities.feedback import join_feedback
 from modalities.labels import LabelSpace, UnknownLabelError
 from modalities.phenopacket_io import PatientRecord, read_cohort
 from modalities.phenotypes import PhenotypeReader
+from modalities.quality import ReadStats
 from modalities.splits import SPLITS, load_or_draw_split
 
 LABEL_FIELD = "interpretations[0].diagnosis.disease.id"
@@ -62,11 +63,15 @@ def load_site(
     seed: int,
     phenopacket_dir: str = "phenopackets",
     fractions: Mapping[str, float] | None = None,
+    stats: ReadStats | None = None,
 ) -> dict[str, SiteDataset]:
-    """Read, validate and join a site's modalities; returns {"train", "val", "test"} datasets."""
+    """Read, validate and join a site's modalities; returns {"train", "val", "test"} datasets.
+
+    The phenopackets' repairs (modalities/phenopacket_io.py) are counted in `stats` when given.
+    """
     site_dir = Path(site_dir)
     modalities = _check_modalities(modalities)
-    records = read_cohort(site_dir / phenopacket_dir)
+    records = read_cohort(site_dir / phenopacket_dir, stats)
     if not records:
         raise DataError(site_dir / phenopacket_dir, "no phenopackets (*.json) found")
     labels = {r.patient_id: _label_index(r, label_space) for r in records}

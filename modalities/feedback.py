@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modalities.base import DataError
+from modalities.base import DataError, optional_file
 
 FEEDBACK_FILE = "feedback.jsonl"
 REQUIRED = ("case_id", "model_answer", "confirmed_diagnosis")
@@ -60,7 +60,7 @@ def parse_feedback_line(path: Path, number: int, line: str, cases: Container[str
 def read_feedback(path: str | Path, cases: Container[str], labels: Container[str]) -> list[Feedback]:
     """Every entry of a feedback file (none if it does not exist); one case may be reported once."""
     path = Path(path)
-    if not path.is_file():
+    if optional_file(path) is None:
         return []
     entries: list[Feedback] = []
     first_line: dict[str, int] = {}

@@ -48,10 +48,10 @@ from monai.transforms import Compose, Resize, ScaleIntensity
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
-from modalities.base import DataError, Modality
+from modalities.base import DataError, Modality, regular_file
 from modalities.consortium import Consortium
 from modalities.dataset import SiteDataset
-from modalities.imaging import ImageReader
+from modalities.imaging import ImageReader, check_min_size
 from modalities.labels import LabelSpace
 from modalities.partition import (
     Partition,
@@ -88,6 +88,8 @@ def load_npz_sites(cfg: DictConfig, seed: int) -> Consortium:
     reader: ImageReader = instantiate(cfg.readers[IMAGING])
     for path, arrays in archives.items():
         _check_spatial_dims(path, arrays, reader.spatial_dims)
+        for split, (images, _) in arrays.items():
+            check_min_size(path, _layout(images.shape)[1], reader.min_size, field=f"{split}_images")
     width = len(str(max(int(labels.max(initial=0)) for arrays in archives.values() for _, labels in arrays.values())))
     found = {_class_name(v, width) for arrays in archives.values() for _, labels in arrays.values() for v in np.unique(labels)}
     label_space = LabelSpace([str(label) for label in cfg.get("labels") or found])
@@ -125,8 +127,9 @@ def load_npz_sites(cfg: DictConfig, seed: int) -> Consortium:
 def read_npz(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{split: (images [N, *spatial(, C)], integer labels [N])}, validated (keys, counts, finiteness, shapes)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise DataError(path, "no such .npz file")
+    regular_file(path)  # a named pipe would block np.load
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as err:
@@ -137,7 +140,7 @@ def read_npz(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if missing:
             held = ", ".join(sorted(archive.files))
             raise DataError(path, f"missing array {missing[0]!r} (the archive holds {held})", field=missing[0])
-        arrays = {split: (archive[f"{split}_images"], archive[f"{split}_labels"]) for split in NPZ_SPLITS}
+        arrays = {split: (_array(path, archive, f"{split}_images"), _array(path, archive, f"{split}_labels")) for split in NPZ_SPLITS}
     shapes = set()
     for split, (images, labels) in arrays.items():
         arrays[split] = (images, _check_labels(path, split, labels, len(images)))
@@ -148,12 +151,24 @@ def read_npz(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return arrays
 
 
+def _array(path: Path, archive, key: str) -> np.ndarray:
+    """One array of an archive; pickled Python objects are never loaded (they can run code), and say so."""
+    try:
+        return archive[key]
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise DataError(path, "the array holds pickled Python objects, which are not loaded: save numbers (np.savez with a numeric dtype)", field=key) from None
+        raise DataError(path, f"cannot read the array: {err}", field=key) from None
+    except (OSError, zipfile.BadZipFile) as err:
+        raise DataError(path, f"cannot read the array: {err}", field=key) from None
+
+
 def npz_image_layout(path: str | Path) -> tuple[int, tuple[int, ...], int]:
     """(spatial_dims, spatial size, channels) of an archive's `train_images`, from the array header only."""
     path = Path(path)
-    stat = path.stat() if path.is_file() else None
-    if stat is None:
+    if not path.exists() and not path.is_symlink():
         raise DataError(path, "no such .npz file")
+    stat = regular_file(path).stat()
     return _layout(_header_shape(str(path), "train_images", stat.st_mtime_ns, stat.st_size))
 
 
@@ -223,8 +238,9 @@ def _folder_records(folder: Path, csv_path: Path, table: pd.DataFrame, columns: 
 
 
 def _read_labels_csv(path: Path, columns: dict[str, str | None]) -> pd.DataFrame:
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise DataError(path, "labels CSV not found")
+    regular_file(path)  # a named pipe would block the read
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:

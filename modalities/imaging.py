@@ -6,7 +6,9 @@ fixed `spatial_size`, so every site feeds the encoder the same shape. Spatial ax
 follow MONAI's convention (a PNG of width W and height H loads as [1, W, H]).
 An RGB(A) image is converted to grey (ITU-R BT.601 luma, alpha dropped) when one
 channel is configured (counted as `rgb_to_grey` in `stats`); any other channel
-mismatch is an error, and so is a NaN or infinite pixel.
+mismatch is an error, and so is a NaN or infinite pixel. An image with an axis
+shorter than `min_size` pixels (default 4) is refused rather than stretched to
+`spatial_size`: resizing a 1x1 image invents every pixel the model sees.
 """
 from __future__ import annotations
 
@@ -19,41 +21,65 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, LoadImage, Resize, ScaleIntensity
 from torch import Tensor
 
-from modalities.base import DataError
+from modalities.base import DataError, regular_file
 from modalities.patient_files import patient_files
 from modalities.phenopacket_io import PatientRecord
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _LUMA = (0.299, 0.587, 0.114)
+DEFAULT_MIN_SIZE = 4  # pixels per axis; smaller images are refused, not stretched
 
 
 class _CheckShape:
-    """Raises a DataError (file, field) when a loaded channel-first image has the wrong layout."""
+    """Raises a DataError (file, field) when a loaded channel-first image has the wrong layout or is too small."""
 
-    def __init__(self, spatial_dims: int, channels: int):
+    def __init__(self, spatial_dims: int, channels: int, min_size: int = 1):
         self.spatial_dims = spatial_dims
         self.channels = channels
+        self.min_size = min_size
         self.rgb_to_grey = 0
 
     def __call__(self, image: Tensor) -> Tensor:
-        path = getattr(image, "meta", {}).get("filename_or_obj", "<image>")
+        meta = getattr(image, "meta", {})
+        path = meta.get("filename_or_obj", "<image>")
         if image.is_floating_point() and not bool(torch.isfinite(image).all()):
             n = int((~torch.isfinite(image)).sum())
             raise DataError(path, f"{n} non-finite pixel values (NaN or inf)", field="pixels")
         found_dims = image.ndim - 1
         if found_dims != self.spatial_dims:
-            raise DataError(
-                path,
-                f"{found_dims}D image (shape {tuple(image.shape[1:])}), expected {self.spatial_dims}D",
-                field="spatial_dims",
-            )
+            raise DataError(path, f"{_described(image, meta)}, expected {self.spatial_dims}D", field="spatial_dims")
         if image.shape[0] != self.channels:
             if self.channels == 1 and self.spatial_dims == 2 and image.shape[0] in (3, 4):
-                weights = torch.tensor(_LUMA, dtype=image.dtype).view(3, *([1] * self.spatial_dims))
+                image = (image[:3] * torch.tensor(_LUMA, dtype=image.dtype).view(3, *([1] * self.spatial_dims))).sum(dim=0, keepdim=True)
                 self.rgb_to_grey += 1
-                return (image[:3] * weights).sum(dim=0, keepdim=True)
-            raise DataError(path, f"{image.shape[0]} channels, expected {self.channels}", field="channels")
+            else:
+                raise DataError(path, f"{image.shape[0]} channels ({_described(image, meta)}), expected {self.channels}", field="channels")
+        check_min_size(path, tuple(image.shape[1:]), self.min_size)
         return image
+
+
+def check_min_size(path: str | Path, shape: Sequence[int], min_size: int, record: str | None = None, field: str = "spatial_size") -> None:
+    """Refuse an image with an axis shorter than `min_size` pixels: stretched to the model's size, it would be made up."""
+    if min(shape) < min_size:
+        size = "x".join(str(int(s)) for s in shape)
+        raise DataError(path, f"image of {size} pixels, smaller than min_size {min_size} per axis (data.readers.imaging.min_size)", record=record, field=field)
+
+
+def _described(image: Tensor, meta) -> str:
+    """'2D image (shape (8, 8))', or for a file with more axes than it loaded with (a 4-D NIfTI), its own rank and shape."""
+    stored = _stored_shape(meta)
+    if stored is not None and len(stored) > image.ndim - 1:
+        return f"{len(stored)}-D image (shape {stored})"
+    return f"{image.ndim - 1}D image (shape {tuple(image.shape[1:])})"
+
+
+def _stored_shape(meta) -> tuple[int, ...] | None:
+    """The file's own axes, where the reader records them (a NIfTI header's `dim`)."""
+    dim = meta.get("dim") if hasattr(meta, "get") else None
+    try:
+        return tuple(int(d) for d in dim[1 : int(dim[0]) + 1])
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 class ImageReader:
@@ -63,15 +89,19 @@ class ImageReader:
         spatial_dims: int = 2,
         spatial_size: Sequence[int] = (32, 32),
         channels: int = 1,
+        min_size: int = DEFAULT_MIN_SIZE,
     ):
         spatial_size = tuple(int(s) for s in spatial_size)
         if spatial_dims not in (2, 3) or len(spatial_size) != spatial_dims:
             raise ValueError(f"spatial_dims must be 2 or 3 and match spatial_size, got {spatial_dims}, {spatial_size}")
+        if int(min_size) < 1:
+            raise ValueError(f"min_size must be >= 1 pixel, got {min_size}")
         self.dir = dir
         self.spatial_dims = int(spatial_dims)
         self.spatial_size = spatial_size
         self.channels = int(channels)
-        self._check = _CheckShape(self.spatial_dims, self.channels)
+        self.min_size = int(min_size)
+        self._check = _CheckShape(self.spatial_dims, self.channels, self.min_size)
         self.transform = Compose(
             [
                 LoadImage(image_only=True, ensure_channel_first=True),
@@ -84,6 +114,7 @@ class ImageReader:
 
     def load(self, path: Path, patient_id: str | None = None) -> Tensor:
         """One image as a float tensor [channels, *spatial_size]."""
+        regular_file(path, record=patient_id)  # a named pipe would block the read
         try:
             image = self.transform(str(path))
         except Exception as err:

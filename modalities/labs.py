@@ -11,6 +11,12 @@ Labs come from `labs.csv` (`source="csv"`) or from the phenopackets' `measuremen
 (`source="phenopacket"`), whose assays are matched to analytes by the `assays`
 map (assay id or label -> analyte name) or by an assay label equal to the
 analyte name. Every unit conversion is counted in `stats` (by analyte and unit).
+
+An analyte's optional `plausible: [min, max]` (canonical unit, inclusive) bounds
+what a living patient can have; a value outside (a negative concentration, glucose
+of 1e9 mmol/L) is a typo or a wrong unit. It is dropped and counted
+(`implausible_values_dropped`, by analyte) with `implausible_values="drop"`, the
+default, or refused with "error"; it is never averaged with the patient's real rows.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from modalities.base import DataError, check_option
+from modalities.base import DataError, check_option, optional_file
 from modalities.phenopacket_io import PatientRecord
 from modalities.quality import ReadStats
 
@@ -37,6 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ANALYTES_FILE = Path(__file__).resolve().parents[1] / "conf" / "analytes" / "default.yaml"
 COLUMNS = ("patient_id", "analyte", "value", "unit")
 UNKNOWN_ANALYTE_POLICIES = ("ignore", "error")
+IMPLAUSIBLE_POLICIES = ("drop", "error")
 SOURCES = ("csv", "phenopacket")
 
 
@@ -55,6 +62,10 @@ class Analyte:
     low: float
     high: float
     molar_mass: pint.Quantity | None
+    plausible: tuple[float, float] | None = None
+
+    def is_plausible(self, value: float) -> bool:
+        return self.plausible is None or self.plausible[0] <= value <= self.plausible[1]
 
     def standardise(self, value: float) -> float:
         return (value - (self.low + self.high) / 2) / ((self.high - self.low) / 2)
@@ -65,7 +76,7 @@ def load_default_analytes() -> dict[str, dict]:
 
 
 def parse_analytes(config: Mapping[str, Mapping]) -> list[Analyte]:
-    """Analytes from config (name -> {unit, low, high, molar_mass?}), in config order."""
+    """Analytes from config (name -> {unit, low, high, molar_mass?, plausible?}), in config order."""
     ureg = unit_registry()
     analytes = []
     for name, spec in config.items():
@@ -78,7 +89,12 @@ def parse_analytes(config: Mapping[str, Mapping]) -> list[Analyte]:
             molar_mass = ureg.Quantity(molar_mass) if isinstance(molar_mass, str) else ureg.Quantity(molar_mass, "g/mol")
             if molar_mass.dimensionality != ureg.Quantity(1, "g/mol").dimensionality:
                 raise ValueError(f"analyte {name}: molar_mass {molar_mass} is not a mass per amount of substance")
-        analytes.append(Analyte(str(name), ureg.parse_units(str(spec["unit"])), low, high, molar_mass))
+        plausible = spec.get("plausible")
+        if plausible is not None:
+            plausible = tuple(float(b) for b in plausible)
+            if len(plausible) != 2 or not plausible[0] <= low < high <= plausible[1]:
+                raise ValueError(f"analyte {name}: plausible must be [min, max] around the reference interval [{low}, {high}], got {list(plausible)}")
+        analytes.append(Analyte(str(name), ureg.parse_units(str(spec["unit"])), low, high, molar_mass, plausible))
     return analytes
 
 
@@ -96,9 +112,11 @@ class LabReader:
         unknown_analytes: str = "ignore",
         source: str = "csv",
         assays: Mapping[str, str] | None = None,
+        implausible_values: str = "drop",
     ):
         check_option("unknown_analytes", unknown_analytes, UNKNOWN_ANALYTE_POLICIES)
         check_option("source", source, SOURCES)
+        self.implausible_values = check_option("implausible_values", implausible_values, IMPLAUSIBLE_POLICIES)
         self.file = file
         self.source = source
         self.analytes = parse_analytes(analytes if analytes is not None else load_default_analytes())
@@ -120,8 +138,8 @@ class LabReader:
         self.stats = ReadStats()
         if self.source == "phenopacket":
             return self._read_measurements(records)
-        path = Path(site_dir) / self.file
-        if not path.is_file():
+        path = optional_file(Path(site_dir) / self.file)  # a named pipe is refused, not taken for no labs
+        if path is None:
             return {}
         table = self._read_table(path)
         known = {r.patient_id for r in records}
@@ -139,7 +157,9 @@ class LabReader:
                 self.stats.add("unknown_analyte_rows", analyte)
                 continue
             i = position[analyte.lower()]
-            values[patient_id][i].append(self._convert(path, f"{row} ({patient_id})", self.analytes[i], value, unit))
+            converted = self._convert(path, f"{row} ({patient_id})", self.analytes[i], value, unit)
+            if converted is not None:
+                values[patient_id][i].append(converted)
         self._log_counts(path, values)
         return {pid: self._encode(per_analyte) for pid, per_analyte in values.items()}
 
@@ -166,7 +186,9 @@ class LabReader:
                     )
                 i = position[name.strip().lower()]
                 where = f"{record.patient_id} {m.field}.value.quantity"
-                per_analyte[i].append(self._convert(record.source, where, self.analytes[i], str(m.value), m.unit))
+                converted = self._convert(record.source, where, self.analytes[i], str(m.value), m.unit)
+                if converted is not None:
+                    per_analyte[i].append(converted)
             if any(per_analyte):
                 out[record.patient_id] = self._encode(per_analyte)
                 self.stats["duplicate_rows_averaged"] += sum(max(0, len(v) - 1) for v in per_analyte)
@@ -188,7 +210,8 @@ class LabReader:
                 raise DataError(path, f"missing column {column!r} (expected {', '.join(COLUMNS)})", field=column)
         return table[list(COLUMNS)]
 
-    def _convert(self, path: Path, record: str, analyte: Analyte, value: str, unit: str) -> float:
+    def _convert(self, path: Path, record: str, analyte: Analyte, value: str, unit: str) -> float | None:
+        """The value in the analyte's unit; None when it is implausible and dropped (counted)."""
         try:
             number = float(value)
         except ValueError:
@@ -213,7 +236,14 @@ class LabReader:
             ) from err
         if quantity.units != analyte.unit:
             self.stats.add("unit_conversions", f"{analyte.name}: {unit.strip()} -> {analyte.unit:~C}")
-        return float(converted.magnitude)
+        number = float(converted.magnitude)
+        if analyte.is_plausible(number):
+            return number
+        low, high = analyte.plausible
+        if self.implausible_values == "error":
+            raise DataError(path, f"{analyte.name} outside the plausible range [{low}, {high}] {analyte.unit:~C} (conf/analytes)", record=record, field="value")
+        self.stats.add("implausible_values_dropped", analyte.name)
+        return None
 
     def _encode(self, per_analyte: list[list[float]]) -> Tensor:
         standardised = [a.standardise(sum(v) / len(v)) if v else 0.0 for a, v in zip(self.analytes, per_analyte)]
@@ -226,6 +256,7 @@ class LabReader:
             ("rows_without_phenopacket", "rows of patients without a phenopacket"),
             ("unknown_analyte_rows", "rows of analytes not in config"),
             ("duplicate_rows_averaged", "duplicate rows (same patient and analyte) averaged"),
+            ("implausible_values_dropped", "values outside their analyte's plausible range dropped"),
         ):
             if self.stats[key]:
                 log.warning("%s: %d %s", path, self.stats[key], what)

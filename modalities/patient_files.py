@@ -5,7 +5,7 @@ import logging
 from collections.abc import Collection, MutableMapping
 from pathlib import Path
 
-from modalities.base import DataError
+from modalities.base import DataError, regular_file
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,8 @@ def patient_files(
     """Patient id -> file, for files named after a patient with a phenopacket.
 
     Files of unknown patients are ignored and counted (`files_without_phenopacket`);
-    two files for one patient are an error, since neither can be chosen silently.
+    two files for one patient are an error, since neither can be chosen silently, and
+    so is a patient's file that is not a regular file (a named pipe would block the read).
     """
     files: dict[str, Path] = {}
     if not folder.is_dir():
@@ -30,7 +31,7 @@ def patient_files(
             continue
         if patient_id in files:
             raise DataError(path, f"two {kind} files for one patient (also {files[patient_id].name})", record=patient_id)
-        files[patient_id] = path
+        files[patient_id] = regular_file(path, record=patient_id)
     ignored = stats.get("files_without_phenopacket", 0)
     if ignored:
         log.warning("%s: ignored %d %s files of patients without a phenopacket", folder, ignored, kind)

@@ -10,6 +10,14 @@ Lab `measurements` (assay, quantity with unit) and the causative variants'
 `vcfRecord`s are kept on the record too, for sites whose labs or variants live
 in the phenopackets rather than in `labs.csv` or a VCF (see `LabReader(source=
 "phenopacket")` and `VariantReader(from_phenopacket=True)`).
+
+Two things a user means one way are repaired and counted in the record's
+`repairs` (and by `read_cohort` in its `stats`, reported under `phenopackets` in
+quality.json): whitespace around the patient id (other files are joined on the
+stripped id), and a diagnosis id prefix in another case (`omim:618418` is
+`OMIM:618418`, not another class). A patient id that cannot name a file (a path
+separator, a control character, `.` or `..`) is refused. Messages name the file,
+the patient and the field, never the record's content.
 """
 from __future__ import annotations
 
@@ -21,7 +29,8 @@ from pathlib import Path
 import phenopackets
 from google.protobuf import json_format
 
-from modalities.base import DataError
+from modalities.base import DataError, regular_file
+from modalities.quality import ReadStats
 
 AGE_FIELD = "subject.timeAtLastEncounter.age.iso8601duration"
 _DURATION = re.compile(
@@ -39,6 +48,11 @@ _IN_YEARS = {
     "m": 1.0 / (24 * 60 * _DAYS_PER_YEAR),
     "s": 1.0 / (24 * 3600 * _DAYS_PER_YEAR),
 }
+# Diagnosis id prefixes in their canonical case (a CURIE's prefix is matched case-insensitively).
+DIAGNOSIS_PREFIXES = ("OMIM", "ORPHA", "MONDO", "DECIPHER")
+_CANONICAL_PREFIX = {p.lower(): p for p in DIAGNOSIS_PREFIXES}
+_UNSAFE_ID = re.compile(r"[/\\\x00-\x1f\x7f]")
+_TYPE_NAMES = {"list", "dict", "str", "int", "float", "bool", "NoneType"}
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,8 @@ class PatientRecord:
     features: tuple[tuple[str, bool], ...] = field(default=(), compare=False)
     measurements: tuple[Measurement, ...] = field(default=(), compare=False)
     variants: tuple[VcfRecordVariant, ...] = field(default=(), compare=False)
+    # (kind, detail) of each repair made while reading, for the site's quality report.
+    repairs: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
 
 def parse_iso8601_age(text: str) -> float:
@@ -95,25 +111,36 @@ def parse_iso8601_age(text: str) -> float:
 
 def read_phenopacket(path: str | Path) -> PatientRecord:
     """Parse one phenopacket; any problem is a DataError naming the file and the field."""
-    path = Path(path)
+    path = regular_file(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise DataError(path, f"not UTF-8 text ({err})") from err
+    except OSError as err:
+        raise DataError(path, f"cannot read: {err.strerror}") from None
     try:
-        json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(path, f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
+    except RecursionError:
+        raise DataError(path, "JSON nested too deeply to be a phenopacket") from None
+    if not isinstance(data, dict):
+        raise DataError(path, f"the top level is a JSON {_json_kind(data)}, expected an object (one Phenopacket)")
     packet = phenopackets.Phenopacket()
     try:
         json_format.Parse(text, packet)
     except json_format.ParseError as err:
-        raise DataError(path, f"not a valid Phenopacket v2: {err}", field=_field_from_parse_error(str(err))) from err
-    if not packet.id:
-        raise DataError(path, "the phenopacket has no id (the patient id)", field="id")
+        raise DataError(path, f"not a valid Phenopacket v2: {_redact(str(err))}", field=_field_from_parse_error(str(err))) from None
+    except RecursionError:
+        raise DataError(path, "not a valid Phenopacket v2: nested too deeply") from None
+    repairs: list[tuple[str, str]] = []
+    patient_id = _patient_id(packet.id, path, repairs)
+    label = _label(packet)
+    if label is not None:
+        label = _canonical_label(label, repairs)
     return PatientRecord(
-        patient_id=packet.id,
-        label=_label(packet),
+        patient_id=patient_id,
+        label=label,
         sex=phenopackets.Sex.Name(packet.subject.sex),
         age_years=_age_years(packet, path),
         observed=tuple(f.type.id for f in packet.phenotypic_features if not f.excluded),
@@ -123,11 +150,15 @@ def read_phenopacket(path: str | Path) -> PatientRecord:
         features=tuple((f.type.id, f.excluded) for f in packet.phenotypic_features),
         measurements=_measurements(packet),
         variants=_vcf_records(packet),
+        repairs=tuple(repairs),
     )
 
 
-def read_cohort(folder: str | Path) -> list[PatientRecord]:
-    """Every `*.json` under `folder` (recursively, sorted by path); two files with one id is an error."""
+def read_cohort(folder: str | Path, stats: ReadStats | None = None) -> list[PatientRecord]:
+    """Every `*.json` under `folder` (recursively, sorted by path); two files with one id is an error.
+
+    Each record's repairs are added to `stats` when given (the site's quality report).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "phenopacket folder not found")
@@ -144,7 +175,70 @@ def read_cohort(folder: str | Path) -> list[PatientRecord]:
             )
         seen[record.patient_id] = path
         records.append(record)
+        if stats is not None:
+            for kind, detail in record.repairs:
+                stats.add(kind, detail)
     return records
+
+
+def _patient_id(raw: str, path: Path, repairs: list[tuple[str, str]]) -> str:
+    """The id every other file of the patient is named after: stripped (counted), and safe as a file name."""
+    patient_id = raw.strip()
+    if not patient_id:
+        raise DataError(path, "the phenopacket has no id (the patient id)", field="id")
+    if _UNSAFE_ID.search(patient_id) or patient_id in (".", ".."):
+        raise DataError(path, "the patient id cannot name a file (a path separator, a control character, '.' or '..')", field="id")
+    if patient_id != raw:
+        repairs.append(("patient_id_whitespace_stripped", "leading or trailing whitespace"))
+    return patient_id
+
+
+def _canonical_label(label: str, repairs: list[tuple[str, str]]) -> str:
+    """`omim:618418` -> `OMIM:618418` (and stripped): one disease, one class."""
+    prefix, colon, local = label.strip().partition(":")
+    canonical = _CANONICAL_PREFIX.get(prefix.strip().lower(), prefix.strip()) if colon else prefix
+    fixed = f"{canonical}:{local.strip()}" if colon else label.strip()
+    if fixed != label:
+        repairs.append(("diagnosis_id_normalised", f"{prefix.strip() or '(blank)'}: -> {canonical}:" if colon else "whitespace"))
+    return fixed
+
+
+def _json_kind(value: object) -> str:
+    return {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
+def _redact(message: str) -> str:
+    """A protobuf ParseError without the values it quotes (a sub-record, an enum value, a date): no patient data in errors.
+
+    Field names, type names and the schema's list of available fields stay.
+    """
+    head, sep, rest = message.partition("\n")
+    head = _drop_literals(head)
+    head = re.sub(r"'([^']*)'", lambda m: m.group(0) if m.group(1) in _TYPE_NAMES else "<value>", head)
+    head = re.sub(r"Invalid enum value \S+ for", "Invalid enum value for", head)
+    head = re.sub(r"(Couldn't parse [\w ]+): .*?(?= at Phenopacket|$)", r"\1", head)
+    head = re.sub(r"Value \S+ has unexpected type", "Value has unexpected type", head)
+    return head + (sep + rest if "Available Fields" in rest else "")
+
+
+def _drop_literals(text: str) -> str:
+    """Every {...} and [...] span (a Python repr of JSON content) as <value>; [0] and [] stay."""
+    out, i = [], 0
+    while i < len(text):
+        char = text[i]
+        if char == "{" or (char == "[" and not re.match(r"\[\d*\]", text[i:])):
+            close, level, j = "}" if char == "{" else "]", 0, i
+            while j < len(text):
+                level += (text[j] == char) - (text[j] == close)
+                if level == 0:
+                    break
+                j += 1
+            out.append("<value>")
+            i = j + 1
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
 
 
 def _measurements(packet: phenopackets.Phenopacket) -> tuple[Measurement, ...]:
@@ -207,8 +301,8 @@ def _age_years(packet: phenopackets.Phenopacket, path: Path) -> float | None:
         return None
     try:
         return parse_iso8601_age(duration)
-    except ValueError as err:
-        raise DataError(path, str(err), record=packet.id, field=AGE_FIELD) from err
+    except ValueError:
+        raise DataError(path, "not an ISO 8601 duration (e.g. P3Y6M)", record=packet.id.strip(), field=AGE_FIELD) from None  # the age is not echoed
 
 
 def _field_from_parse_error(message: str) -> str | None:

@@ -156,7 +156,8 @@ def assign_sites(patients_in: Mapping[str, int], split: Mapping[str, str], num_s
 def load_phenopacket_store(cfg: DictConfig, seed: int) -> Consortium:
     """`data.loader` for a phenopacket store: read every phenopacket under `cfg.root`, cut into publication sites."""
     root = Path(cfg.root)
-    records = [r for r in read_cohort(root) if r.label]
+    read_stats = ReadStats()  # the phenopackets' own repairs (modalities/phenopacket_io.py); none on valid files
+    records = [r for r in read_cohort(root, read_stats) if r.label]
     publications = {r.patient_id: publication_of(r) for r in records}
     diseases = eligible_diseases(records, publications, int(cfg.min_cases), int(cfg.get("min_publications", 2)))
     if not diseases:
@@ -210,6 +211,8 @@ def load_phenopacket_store(cfg: DictConfig, seed: int) -> Consortium:
     ]
     quality = store_quality(sites, {r.patient_id: r.source for r in kept}, readers, label_space.labels, min_count_from(cfg))
     quality["all_sites"]["label_space"] = label_space_counts(records, kept)
+    if read_stats:
+        quality["all_sites"]["repairs"]["phenopackets"] = read_stats.as_dict()
     return Consortium(sites, label_space, list(modalities), readers, quality)
 
 

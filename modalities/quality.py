@@ -77,8 +77,12 @@ def site_quality(
     labels: Sequence[str],
     min_count: int = DEFAULT_MIN_COUNT,
     phenopacket_dir: str = "phenopackets",
+    phenopacket_stats: ReadStats | None = None,
 ) -> dict[str, Any]:
-    """The report for one site, right after `load_site` (the readers' `stats` still hold this site's counts)."""
+    """The report for one site, right after `load_site` (the readers' `stats` still hold this site's counts).
+
+    `phenopacket_stats`: the repairs `load_site` counted while reading the phenopackets (under `repairs.phenopackets`).
+    """
     site_dir = Path(site_dir)
     items = [item for split in splits.values() for item in split.items]
     n = len(items)
@@ -92,6 +96,8 @@ def site_quality(
         "repairs": {},
         "duplicates": _duplicates(site_dir, phenopacket_dir, readers.get("notes")),
     }
+    if phenopacket_stats:
+        report["repairs"]["phenopackets"] = phenopacket_stats.as_dict()
     for modality in modalities:
         reader = readers.get(modality)
         stats = getattr(reader, "stats", None)
@@ -134,7 +140,8 @@ def _duplicates(site_dir: Path, phenopacket_dir: str, notes_reader: Any) -> dict
     """Files whose content repeats another's (phenopackets compared without their ids)."""
     out = {"phenopackets_same_content": phenopacket_duplicates(sorted((site_dir / phenopacket_dir).rglob("*.json")))}
     if notes_reader is not None and (site_dir / notes_reader.dir).is_dir():
-        notes = (b" ".join(p.read_bytes().split()) for p in sorted((site_dir / notes_reader.dir).glob("*.txt")))
+        paths = [p for p in sorted((site_dir / notes_reader.dir).glob("*.txt")) if p.is_file()]  # a named pipe would block
+        notes = (b" ".join(p.read_bytes().split()) for p in paths)
         texts = [hashlib.sha256(text).hexdigest() for text in notes if text]
         out["identical_notes"] = _repeats(texts)
     return out
@@ -142,18 +149,30 @@ def _duplicates(site_dir: Path, phenopacket_dir: str, notes_reader: Any) -> dict
 
 def phenopacket_duplicates(paths: Iterable[Path]) -> int:
     """Phenopackets whose content repeats another's, compared without their ids and metadata."""
-    packets = []
-    for path in paths:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict):
-            data = {k: v for k, v in data.items() if k not in ("id", "metaData")}
-            if isinstance(data.get("subject"), dict):
-                data["subject"] = {k: v for k, v in data["subject"].items() if k != "id"}
-            packets.append(hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest())
-    return _repeats(packets)
+    return _repeats([h for h in map(phenopacket_hash, paths) if h is not None])
+
+
+def phenopacket_hash(path: Path) -> str | None:
+    """sha256 of a phenopacket's content without its ids and metadata (None when it is not a readable JSON object)."""
+    identity = phenopacket_identity(path)
+    return identity[1] if identity else None
+
+
+def phenopacket_identity(path: Path) -> tuple[str, str] | None:
+    """(patient id, content hash) of a phenopacket file; None when it is not a readable JSON object."""
+    if not Path(path).is_file():  # a named pipe would block; the readers refuse it by name
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    patient_id = str(data.get("id", "")).strip()
+    data = {k: v for k, v in data.items() if k not in ("id", "metaData")}
+    if isinstance(data.get("subject"), dict):
+        data["subject"] = {k: v for k, v in data["subject"].items() if k != "id"}
+    return patient_id, hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def _repeats(hashes: list[str]) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from modalities.base import DataError
+from modalities.base import DataError, optional_file
 from modalities.phenopacket_io import PatientRecord
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -32,7 +32,7 @@ def load_or_draw_split(
 ) -> dict[str, list[str]]:
     """Patient ids per split (keys train/val/test, in the order of `records`)."""
     path = Path(site_dir) / SPLIT_FILE
-    if path.is_file():
+    if optional_file(path) is not None:  # a named pipe is refused, not taken for no split file
         return read_split(path, records)
     return draw_split(records, seed, fractions or DEFAULT_FRACTIONS)
 

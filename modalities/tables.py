@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from modalities.base import DataError, Modality, parse_number
+from modalities.base import DataError, Modality, parse_number, regular_file
 from modalities.consortium import Consortium
 from modalities.dataset import SiteDataset
 from modalities.labels import LabelSpace
@@ -184,9 +184,7 @@ def normalise(values: np.ndarray, train_rows: Sequence[int], how: str) -> np.nda
 def _site_entries(cfg: DictConfig, table: Mapping[str, Any]) -> list[dict]:
     root = Path(cfg.root) if cfg.get("root") else Path(".")
     if table.get("site_column"):
-        path = root / cfg.path
-        if not path.is_file():
-            raise DataError(path, "file not found")
+        path = regular_file(root / cfg.path)
         names = [str(s) for s in cfg.sites] if cfg.get("sites") else sorted(_read_frame(path, table)[table["site_column"]].str.strip().unique())
         return [{"name": name, "path": path, "site": name} for name in names]
     if not cfg.get("sites"):
@@ -195,8 +193,7 @@ def _site_entries(cfg: DictConfig, table: Mapping[str, Any]) -> list[dict]:
 
 
 def _read_frame(path: Path, table: Mapping[str, Any]) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(path, "file not found")
+    regular_file(path)  # "file not found", or a named pipe refused before it blocks the read
     sep = table.get("sep") or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
     header = table.get("header", True)
     try:

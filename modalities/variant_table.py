@@ -10,11 +10,26 @@ The table may come from anywhere as long as it has a gene, a label and the
 score columns: `data.columns` and `data.features.<name>.column` say where each
 is, and `data.rename` maps another table's column names onto those (so the same
 experiment runs on another lab's export given only its path and the mapping).
+
+Labels follow ClinVar's convention by default (`data.label_policy: clinvar`): a
+composite significance such as `Benign/Likely_benign,_risk_factor` is read by its
+primary significance, the part before the first comma (or `|`, `;`); a primary made of
+mapped parts with one label (`Pathogenic/Likely_pathogenic/Pathogenic`) takes that
+label; rows whose primary significance is not a class (uncertain, conflicting, not
+provided, risk factor, drug response, ...) are excluded. Both are counted in
+quality.json under `all_sites.repairs.tabular`. Any other unmapped value is a
+DataError, as it always is with `label_policy: strict` (`data.label_mapping` only).
+
+The same variant (chrom:pos:ref>alt) at several labs, or with conflicting labels,
+is counted under `all_sites.duplicates`, and a copy in a lab's val or test rows
+whose variant is in some lab's training rows is left out of evaluation
+(modalities/duplicates.py).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +38,10 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from modalities.base import DataError, Modality, parse_number
+from modalities.base import DataError, Modality, check_option, parse_number, regular_file
 from modalities.consortium import Consortium
 from modalities.dataset import SiteDataset
+from modalities.duplicates import separate_duplicates
 from modalities.labels import LabelSpace
 from modalities.quality import ReadStats, collection_quality, min_count_from, repeats
 from modalities.site_data import SiteData
@@ -42,6 +58,14 @@ from modalities.variant_labs import assign_labs, holdout_split
 
 TABULAR = Modality.TABULAR.value
 LOCUS_ROLES = ("chrom", "pos", "ref", "alt")
+LABEL_POLICIES = ("clinvar", "strict")
+# ClinVar significances that are not a benign/pathogenic class: rows whose primary significance is one are excluded.
+CLINVAR_NOT_A_CLASS = frozenset({
+    "uncertain_significance", "conflicting_interpretations_of_pathogenicity", "conflicting_classifications_of_pathogenicity",
+    "conflicting_data_from_submitters", "not_provided", "no_classification_provided", "no_interpretation_for_the_single_variant",
+    "no_classifications_from_unflagged_records", "other", "drug_response", "risk_factor", "association", "association_not_found",
+    "protective", "affects", "confers_sensitivity", "established_risk_allele", "likely_risk_allele", "uncertain_risk_allele",
+})
 
 
 class VariantFeatureReader(TableReader):
@@ -61,6 +85,7 @@ class VariantRows:
     columns: dict[str, list[str]]  # role (gene, chrom, ..., lab) -> values
     raw: np.ndarray
     labels: list[str] | None
+    counts: ReadStats = field(default_factory=ReadStats)  # labels read by their primary significance, rows excluded
 
     def role(self, name: str) -> list[str] | None:
         return self.columns.get(name)
@@ -75,8 +100,13 @@ def read_variant_table(
     rename: Mapping[str, str] | None = None,
     sep: str | None = None,
     required: Sequence[str] = ("gene", "label"),
+    label_policy: str = "clinvar",
 ) -> VariantRows:
-    """Read and validate a table: every configured column present, every number a number, every label mapped."""
+    """Read and validate a table: every configured column present, every number a number, every label mapped.
+
+    Rows whose ClinVar significance is not a class are left out (`label_policy: clinvar`) and counted.
+    """
+    check_option("data.label_policy", label_policy, LABEL_POLICIES)
     path = Path(path)
     frame = _read_frame(path, sep, rename)
     roles = {role: column for role, column in columns.items() if column}
@@ -85,15 +115,22 @@ def read_variant_table(
             raise ValueError(f"data.columns.{role} is not set, but reading {path} needs it")
     _require(path, frame, list(roles.values()) + [s.column for s in specs])
     records = [f"row {i + 2}" for i in range(len(frame))]  # line number in the file (the header is line 1)
+    counts = ReadStats()
+    labels = None
+    if "label" in roles:
+        labels = _labels(path, frame[roles["label"]], records, label_mapping, roles["label"], label_policy, counts)
+        keep = [label is not None for label in labels]
+        frame = frame[keep].reset_index(drop=True)
+        records = [r for r, k in zip(records, keep) if k]
+        labels = [label for label in labels if label is not None]
     markers = {str(m).strip() for m in missing_values} | {""}
     raw = np.array(
         [[parse_number(v, markers, path, r, s.column) for v, r in zip(frame[s.column], records)] for s in specs], dtype=np.float64
     ).T.reshape(len(frame), len(specs))
     values = {role: frame[column].str.strip().tolist() for role, column in roles.items() if role != "label"}
-    labels = _labels(path, frame[roles["label"]], records, label_mapping, roles["label"]) if "label" in roles else None
     has_locus = all(role in values for role in LOCUS_ROLES)
     keys = [f"{c}:{p}:{r}>{a}" for c, p, r, a in zip(*(values[k] for k in LOCUS_ROLES))] if has_locus else list(records)
-    return VariantRows(path, records, keys, values, raw, labels)
+    return VariantRows(path, records, keys, values, raw, labels, counts)
 
 
 def load_variant_table(cfg: DictConfig, seed: int) -> Consortium:
@@ -108,6 +145,7 @@ def load_variant_table(cfg: DictConfig, seed: int) -> Consortium:
         OmegaConf.to_container(cfg.label_mapping, resolve=True) if cfg.get("label_mapping") else None,
         OmegaConf.to_container(cfg.rename, resolve=True) if cfg.get("rename") else None, cfg.get("sep"),
         required=("gene", "label") + (("chrom",) if cfg.labs.get("by") == "chromosome" else ()),
+        label_policy=str(cfg.get("label_policy") or "clinvar"),
     )
     labs, names = assign_labs(rows.role("gene"), rows.role("chrom"), rows.role("lab"), cfg.labs, seed)
     split = holdout_split(rows.role("gene"), labs, cfg.get("holdout") or {}, seed)
@@ -127,7 +165,20 @@ def load_variant_table(cfg: DictConfig, seed: int) -> Consortium:
         }
         sites.append(SiteData(name=lab, modalities=(TABULAR,), splits=splits))
         quality[lab] = collection_quality(splits, TABULAR, label_space.labels, min_count, **_lab_quality(rows, specs, members))
+    index = {record: i for i, record in enumerate(rows.records)}
+    sites, duplicates = separate_duplicates(sites, lambda lab, item: variant_key(rows, index[item["meta"]["record"]]))
+    across = {"repairs": {TABULAR: rows.counts.as_dict()} if rows.counts else {}, "duplicates": duplicates}
+    if any(across.values()):
+        quality["all_sites"] = {k: v for k, v in across.items() if v}
     return Consortium(sites, label_space, [TABULAR], {TABULAR: VariantFeatureReader(encoding)}, quality)
+
+
+def variant_key(rows: VariantRows, i: int) -> str | None:
+    """chrom:pos:ref>alt as one content key ('chr1' is '1', bases in capitals); None when the table names no locus."""
+    if not all(role in rows.columns for role in LOCUS_ROLES):
+        return None
+    chrom, pos, ref, alt = (rows.columns[role][i] for role in LOCUS_ROLES)
+    return f"{re.sub(r'(?i)^chr', '', chrom)}:{pos}:{ref.upper()}>{alt.upper()}"
 
 
 def _item(lab: str, i: int, rows: VariantRows, values: torch.Tensor, targets: list[int]) -> dict[str, Any]:
@@ -172,8 +223,7 @@ def _targets(rows: VariantRows, label_space: LabelSpace) -> list[int]:
 
 
 def _read_frame(path: Path, sep: str | None, rename: Mapping[str, str] | None) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(path, "file not found")
+    regular_file(path)  # "file not found", or a named pipe refused before it blocks the read
     sep = sep or ("," if path.suffix.lower() == ".csv" else "\t")
     try:
         frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
@@ -189,12 +239,41 @@ def _require(path: Path, frame: pd.DataFrame, columns: Sequence[str]) -> None:
             raise DataError(path, f"no column {column!r} (columns: {', '.join(frame.columns)})", field=column)
 
 
-def _labels(path: Path, values: pd.Series, records: list[str], mapping: Mapping[str, str] | None, column: str) -> list[str]:
-    """Labels through `data.label_mapping` (e.g. Likely_pathogenic -> pathogenic); a value it lacks is a DataError."""
-    out = []
+def _labels(
+    path: Path, values: pd.Series, records: list[str], mapping: Mapping[str, str] | None, column: str, policy: str, counts: ReadStats
+) -> list[str | None]:
+    """Labels through `data.label_mapping` (e.g. Likely_pathogenic -> pathogenic); None for a row ClinVar's convention excludes.
+
+    A value neither mapped nor (with `clinvar`) read by its primary significance is a DataError.
+    """
+    out: list[str | None] = []
     for raw, record in zip(values.str.strip(), records):
         label = mapping.get(raw) if mapping else raw
+        if label is None and raw and mapping and policy == "clinvar":
+            label, primary = _clinvar_label(raw, mapping)
+            if label is not None:
+                counts.add("label_from_primary_significance", f"{raw} -> {primary}")
+            elif primary is not None:
+                counts.add("rows_excluded_not_a_class", primary)
+                out.append(None)
+                continue
         if label is None or raw == "":
             raise DataError(path, f"label {raw!r} is not in data.label_mapping ({', '.join(mapping or {})})", record=record, field=column)
         out.append(str(label))
     return out
+
+
+def _clinvar_label(raw: str, mapping: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(label, primary significance) of a composite ClinVar value; (None, primary) to exclude the row; (None, None) if unknown."""
+    primary = re.split(r"[,|;]", raw, maxsplit=1)[0].strip(" _")
+
+    def mapped(term: str) -> str | None:  # ClinVar writes Likely_benign in its VCF and 'Likely benign' in its tables
+        return mapping.get(term, mapping.get(term.replace(" ", "_")))
+
+    parts = [p.strip(" _") for p in primary.split("/")]
+    labels = {mapped(primary)} if mapped(primary) is not None else {mapped(p) for p in parts}
+    if None not in labels and len(labels) == 1:
+        return str(labels.pop()), primary
+    if any(p.lower().replace(" ", "_") in CLINVAR_NOT_A_CLASS for p in parts):
+        return None, primary
+    return None, None

@@ -11,6 +11,8 @@ stops the read with a DataError naming the file, the record and the field:
   with neither cannot be checked; it is read and counted (`build_unchecked`);
 - a POS beyond the configured length of its contig;
 - a value that is not a number ('.' is a missing value, not an error);
+- a REF that is not bases, or an ALT equal to REF (modalities.variants.check_alleles);
+- a path that is not a regular file (a named pipe would block the read);
 - a multi-allelic record, when `multiallelic: error`. With `split` (default)
   each ALT allele is scored on its own: a Number=A field gives each allele its
   own value (Number=R: skipping the REF value), a single value is shared (a
@@ -29,10 +31,10 @@ from pathlib import Path
 import allel
 import numpy as np
 
-from modalities.base import DataError, check_option, parse_number
+from modalities.base import DataError, check_option, parse_number, regular_file
 from modalities.quality import ReadStats
 from modalities.variant_features import FeatureSpec
-from modalities.variants import normalise_build
+from modalities.variants import check_alleles, normalise_build
 
 MULTIALLELIC = ("split", "skip", "error")
 MISSING = {".", ""}
@@ -83,6 +85,7 @@ def read_scoring_vcf(
         length = contigs.get(contig_name(chrom))
         if length is not None and pos > length:
             raise DataError(path, f"POS {pos} is beyond {build['name']}'s {chrom} (length {length}): another build?", record=record, field="POS")
+        check_alleles(path, record, str(calls["variants/REF"][v]), alts)
         if not _keep_record(path, record, alts, multiallelic, out.counts):
             continue
         for a, alt in enumerate(alts):
@@ -99,8 +102,7 @@ def read_scoring_vcf(
 
 
 def _headers(path: Path):
-    if not path.is_file():
-        raise DataError(path, "file not found")
+    regular_file(path)  # a named pipe would block the read
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
         with opener(path, "rb") as stream:  # our own handle: allel leaves its own open on errors

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from modalities.base import DataError
+from modalities.base import DataError, regular_file
 from modalities.hpo import load_hpo_index
 from modalities.patient_files import patient_files
 from modalities.phenopacket_io import PatientRecord, VcfRecordVariant
@@ -93,6 +93,8 @@ _CONSEQUENCE_RANK = {term: rank for rank, term in enumerate(CONSEQUENCES)}
 _BUILD = re.compile(r"(?i)(?:grch|hg|ncbi|hs|b)(\d{2})")
 _BUILD_NAMES = {"18": "NCBI36", "36": "NCBI36", "19": "GRCh37", "37": "GRCh37", "38": "GRCh38"}
 _VCF_SUFFIXES = (".vcf.gz", ".vcf")
+_BASES = re.compile(r"^[ACGTN]+$", re.IGNORECASE)
+_OTHER_ALT = re.compile(r"^(\*|\.|<[^<>]+>|.*[\[\]].*|\.[ACGTN]+|[ACGTN]+\.)$", re.IGNORECASE)  # spanning deletion, missing, symbolic, breakend
 
 
 def variant_columns(score_fields: Sequence[str] = ("CADD", "REVEL")) -> tuple[str, ...]:
@@ -121,6 +123,22 @@ def normalise_build(text: str) -> str | None:
     return _BUILD_NAMES.get(match.group(1)) if match else None
 
 
+def check_alleles(path: Path, record: str, ref: str, alts: Sequence[str]) -> None:
+    """REF must be bases (A, C, G, T, N) and each ALT bases other than REF, or `*`, `.`, a symbolic `<ID>` or a breakend.
+
+    A REF such as `Q` or `12` is a shifted or corrupt column, and an ALT equal to REF
+    is no variant: reading either would score nonsense, so both are DataErrors.
+    """
+    if not _BASES.match(ref):
+        raise DataError(path, f"REF {ref!r} is not a sequence of bases (A, C, G, T, N)", record=record, field="REF")
+    for alt in alts:
+        if _BASES.match(alt):
+            if alt.upper() == ref.upper():
+                raise DataError(path, f"ALT {alt!r} equals REF: not a variant", record=record, field="ALT")
+        elif not _OTHER_ALT.match(alt):
+            raise DataError(path, f"ALT {alt!r} is not bases, '*', '.', a symbolic <ID> or a breakend", record=record, field="ALT")
+
+
 def consequence_code(text: str) -> int:
     """1 + index of the most severe known SO term in an '&'-joined list; 0 if none is known."""
     ranks = [_CONSEQUENCE_RANK[t] for t in re.split(r"[&,|]", text.strip()) if t in _CONSEQUENCE_RANK]
@@ -141,7 +159,9 @@ class VariantReader:
     A genotype with a missing allele (e.g. `./1`) counts as heterozygous.
     A genome build other than `genome_build` (from the VCF header, the phenopacket's
     `files[].fileAttributes.genomeAssembly` or a `vcfRecord.genomeAssembly`) is an
-    error, or counted with `allow_other_build=True`.
+    error, or counted with `allow_other_build=True`. A REF that is not bases or an
+    ALT equal to REF is an error (`check_alleles`); a VCF path that is not a regular
+    file (a named pipe) is refused before it is opened.
     """
 
     def __init__(
@@ -239,12 +259,15 @@ class VariantReader:
     def read_file(self, path: Path, record: PatientRecord | None = None) -> Tensor:
         """One patient's VCF as a [V, F] table (rarest variants first, at most `max_variants`)."""
         patient_id = record.patient_id if record else None
+        regular_file(path, record=patient_id)  # a named pipe would block the read
         self._check_header(path, record)
         calls = self._read_calls(path, patient_id)
         if calls is None:
             return torch.zeros(0, self.n_features)
         rows, afs = [], []
         for v in range(len(calls["variants/POS"])):
+            locus = " ".join(filter(None, (patient_id, f"{calls['variants/CHROM'][v]}:{calls['variants/POS'][v]}")))
+            check_alleles(path, locus, str(calls["variants/REF"][v]), [str(a) for a in calls["variants/ALT"][v] if a])
             zygosity = _zygosity(calls["calldata/GT"][v, 0])
             if zygosity == 0:
                 self.stats.add("uncalled_or_ref_dropped")
@@ -253,7 +276,6 @@ class VariantReader:
                 self.stats.add("multiallelic_first_alt")
             af = float(calls[f"variants/{self.af_field}"][v]) if self.af_field else math.nan
             if not math.isnan(af) and not 0.0 <= af <= 1.0:
-                locus = f"{patient_id} {calls['variants/CHROM'][v]}:{calls['variants/POS'][v]}"
                 raise DataError(path, f"allele frequency {af} outside [0, 1]", record=locus, field=self.af_field)
             row = [1.0, self._gene_code(calls, v), 0.0, 0.0, zygosity]
             if self.consequence_field:
@@ -333,7 +355,7 @@ class VariantReader:
 
     def _read_calls(self, path: Path, patient_id: str | None) -> dict | None:
         fields = [f"variants/{f}" for f in self._string_fields + self._numeric_fields]
-        fields += ["variants/CHROM", "variants/POS", "variants/numalt", "calldata/GT"]
+        fields += ["variants/CHROM", "variants/POS", "variants/REF", "variants/ALT", "variants/numalt", "calldata/GT"]
         names = self._string_fields + self._numeric_fields
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -13,9 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import yaml
+
+from federation.entrypoint import script
+from federation.settings import existing
 
 OVERRIDES = Path(".hydra") / "overrides.yaml"
 
@@ -61,19 +65,22 @@ def _cell(value, sd) -> str:
     return f"{value:.3f}" if sd is None or math.isnan(sd) else f"{value:.3f} ± {sd:.3f}"
 
 
-def main() -> None:
+@script
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="the multirun folder (hydra.sweep.dir)")
     parser.add_argument("--approach", default="federated", help="federated, local, pooled, personalised, ...")
     parser.add_argument("--block", default="overall", help="overall (all test patients) or mean_over_sites")
     parser.add_argument("--metrics", nargs="*", help="metric names; default: all of the run's")
     parser.add_argument("--out", type=Path, help="also write the table here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    existing("sweep_dir", args.sweep_dir, folder=True)
     table = sweep_table(args.sweep_dir, args.block, args.approach, args.metrics)
     if args.out:
         args.out.write_text(table)
     print(table, end="")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

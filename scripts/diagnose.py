@@ -7,10 +7,8 @@
 Writes summary.json, summary.md, quality.json, config.yaml, and the last seed's federated
 scorer with the counts the sites shared (model.safetensors, case_counts.npz) to the run folder only when every seed
 succeeded; an expected error (bad file, record or field, a setting out of range) is
-one line on stderr and exit status 1 (HYDRA_FULL_ERROR=1 shows the trace).
+one line on stderr and exit status 1 (HYDRA_FULL_ERROR=1 shows the trace; federation/entrypoint.py).
 """
-import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -20,10 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from federation.diagnosis.artefacts import save_run_model
 from federation.diagnosis.experiment import check_settings, run_seed
 from federation.diagnosis.report import build_summary, markdown
+from federation.entrypoint import hydra_task
 from federation.outputs import write_json, write_text
-from modalities.base import DataError
-
-EXPECTED = (DataError, ValueError, FileNotFoundError, KeyError)
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
@@ -44,17 +40,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="diagnosis")
+@hydra_task  # an expected error: one line, and the run folder Hydra made goes too
 def main(cfg: DictConfig) -> float:
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        summary = run(cfg, out_dir)
-    except EXPECTED as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        if out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # nothing half-written: the empty run folder Hydra made goes too
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     return summary["overall"]["federated"]["top1"][0]  # a sweeper's objective (on data.evaluate_on=val)
 
 

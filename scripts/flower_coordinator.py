@@ -15,11 +15,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from federation.entrypoint import hydra_task
 from federation.flower.launch import split_overrides, start_coordinator
+from federation.settings import check_training_config
 
 
 @hydra.main(config_path="../conf", config_name="deploy/coordinator", version_base="1.3")
+@hydra_task
 def main(cfg: DictConfig) -> None:
+    check_training_config(cfg, paths=False)  # the data lie at the sites
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the SuperLink on the way out
     consortium, own = split_overrides(list(HydraConfig.get().overrides.task))
     service = start_coordinator(cfg)

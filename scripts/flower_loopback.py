@@ -14,12 +14,16 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from federation.entrypoint import hydra_task
 from federation.flower.launch import split_overrides
 from federation.flower.loopback import Loopback
+from federation.settings import check_training_config
 
 
 @hydra.main(config_path="../conf", config_name="deploy/loopback", version_base="1.3")
+@hydra_task
 def main(cfg: DictConfig) -> None:
+    check_training_config(cfg)
     consortium, own = split_overrides(list(HydraConfig.get().overrides.task))
     with Loopback(cfg, consortium, own) as loopback:
         status = loopback.run()

@@ -12,16 +12,22 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from federation.entrypoint import hydra_task
 from federation.experiment import quiet_lightning
 from federation.outputs import write_json, write_text
 from federation.privacy.membership import attack_federation
+from federation.settings import check_privacy, check_training_config
 from modalities.consortium import load_consortium
 
 log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="membership_inference")
+@hydra_task
 def main(cfg: DictConfig) -> None:
+    check_training_config(cfg)
+    for name in cfg.attack.settings:
+        check_privacy(cfg, f"attack.settings.{name}")
     quiet_lightning()
     consortium = load_consortium(cfg.data, seed=cfg.seed)
     seeds = list(cfg.seeds or [cfg.seed])

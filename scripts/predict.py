@@ -8,27 +8,34 @@ With a diagnosis run (scripts/diagnose.py) it ranks every OMIM disease and names
 terms, gene and variant behind each one:
 
     python scripts/predict.py outputs/diagnosis/<date_time> p1.json [--vcf p1.vcf] --top-k 10
+
+Every path given must exist: a missing run folder, phenopacket or --vcf/--note/--image/--labs
+file is refused (exit status 2) rather than predicted without; a missing or damaged model
+or a bad patient file is one line naming it (exit status 1; federation/entrypoint.py).
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import warnings
 
 from federation.diagnosis.artefacts import is_diagnosis_run
 from federation.diagnosis.predict import diagnose_patient, format_differential
+from federation.entrypoint import script
 from federation.predict import format_prediction, predict_patient, write_prediction
-from modalities.base import DataError
+from federation.settings import ConfigError, existing
+
+FILES = (("variants", "--vcf"), ("notes", "--note"), ("imaging", "--image"), ("labs", "--labs"))
 
 
-def main(argv: list[str] | None = None) -> dict:
+@script
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="run folder with config.yaml and model.safetensors")
     parser.add_argument("phenopacket", help="the patient's phenopacket JSON")
     parser.add_argument("--site-dir", help="site folder (default: the folder above phenopackets/)")
-    for modality, flag in (("variants", "--vcf"), ("notes", "--note"), ("imaging", "--image"), ("labs", "--labs")):
+    for modality, flag in FILES:
         parser.add_argument(flag, dest=modality, help=f"{modality} file for this patient")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--output", help="also write the result as JSON here")
@@ -37,17 +44,26 @@ def main(argv: list[str] | None = None) -> dict:
     logging.getLogger("modalities").setLevel(logging.ERROR)
     logging.getLogger("monai").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*NvImgCodecPydicomReader.*")
-    files = {m: getattr(args, m) for m in ("variants", "notes", "imaging", "labs") if getattr(args, m)}
-    try:
-        result = _predict(args, files)
-    except (DataError, ValueError, FileNotFoundError, KeyError) as error:
-        if os.environ.get("RAREFED_FULL_ERROR") == "1":
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    files = _check_paths(args)
+    result = _predict(args, files)
     if args.output:
         write_prediction(result, args.output)
-    return result
+    return 0
+
+
+def _check_paths(args: argparse.Namespace) -> dict[str, str]:
+    """Every path on the command line, before anything is read: a typo must not predict without that input."""
+    existing("run_dir", args.run_dir, folder=True)
+    existing("phenopacket", args.phenopacket, folder=False)
+    if args.site_dir:
+        existing("--site-dir", args.site_dir, folder=True)
+    if args.top_k < 1:
+        raise ConfigError("--top-k", args.top_k, "must be at least 1")
+    files = {m: getattr(args, m) for m, _ in FILES if getattr(args, m)}
+    for modality, flag in FILES:
+        if modality in files:
+            existing(flag, files[modality], folder=False)
+    return files
 
 
 def _predict(args: argparse.Namespace, files: dict) -> dict:
@@ -61,4 +77,4 @@ def _predict(args: argparse.Namespace, files: dict) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

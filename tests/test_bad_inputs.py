@@ -18,7 +18,7 @@ from modalities.labels import LabelSpace
 from modalities.labs import LabReader
 from modalities.phenopacket_io import read_cohort
 from modalities.phenotypes import PhenotypeReader
-from modalities.quality import site_quality
+from modalities.quality import ReadStats, site_quality
 from modalities.variants import VariantReader
 
 SEIZURE = "HP:0001250"
@@ -65,9 +65,9 @@ def readers(**overrides):
 
 def load(site, **overrides):
     """(splits, quality report) of the site, as load_site_folders computes them."""
-    r = readers(**overrides)
-    splits = load_site(site, MODALITIES, r, LABELS, seed=0)
-    return splits, site_quality(site, splits, MODALITIES, r, LABELS.labels, min_count=5)
+    r, stats = readers(**overrides), ReadStats()
+    splits = load_site(site, MODALITIES, r, LABELS, seed=0, stats=stats)
+    return splits, site_quality(site, splits, MODALITIES, r, LABELS.labels, min_count=5, phenopacket_stats=stats)
 
 
 def error_of(site, **overrides) -> DataError:

@@ -61,9 +61,12 @@ def test_predict_script_writes_json(tiny_run, tmp_path):
     out = tmp_path / "prediction.json"
     argv, sys.argv = sys.argv, ["predict.py", str(run_dir), str(phenopacket), "--top-k", "3", "--output", str(out)]
     try:
-        runpy.run_path(str(ROOT / "scripts" / "predict.py"), run_name="__main__")
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(ROOT / "scripts" / "predict.py"), run_name="__main__")
     finally:
         sys.argv = argv
+
+    assert done.value.code == 0
 
     written = json.loads(out.read_text())
     assert [d["rank"] for d in written["differential"]] == [1, 2, 3]

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from scipy import sparse
 
 from federation.diagnosis.case_profiles import CaseCounts
-from federation.outputs import write_atomic, write_model
+from federation.outputs import model_metadata, read_model, write_atomic, write_model
 from modalities.base import DataError
 
 TASK = "open_diagnosis"
@@ -36,10 +34,7 @@ def is_diagnosis_run(run_dir: str | Path) -> bool:
 def load_run_model(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], CaseCounts, tuple[str, ...]]:
     run_dir = Path(run_dir)
     weights = run_dir / MODEL_FILE
-    if not weights.is_file():
-        raise DataError(weights, "no model in the run folder")
-    with safe_open(str(weights), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+    metadata = model_metadata(weights)  # a missing or damaged file: one DataError naming it
     if metadata.get("task") != TASK or not metadata.get("labels"):
         raise DataError(weights, f"not a diagnosis run's model (task {metadata.get('task')!r})", field="task")
     labels = tuple(json.loads(metadata["labels"]))
@@ -50,4 +45,4 @@ def load_run_model(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], CaseCo
         raise DataError(run_dir / COUNTS_FILE, f"unreadable case counts: {error}") from None
     if len(counts.cases) != len(labels):
         raise DataError(run_dir / COUNTS_FILE, f"{len(counts.cases)} diseases counted but {len(labels)} labels in the model", field="cases")
-    return load_file(str(weights)), counts, labels
+    return read_model(weights), counts, labels

@@ -26,6 +26,7 @@ from federation.diagnosis.cohort import Cohort, Patients, cohort_from
 from federation.diagnosis.evidence import Evidence, ProfileSettings, PublicKnowledge, evidence_for, features_for
 from federation.diagnosis.metrics import patient_hits, ranks
 from federation.diagnosis.scorer import DiagnosisScorer, EvidenceTensors, TrainSettings, score, train_alone, train_federated
+from federation.settings import ConfigError
 from modalities.consortium import load_consortium
 from modalities.phenotypes import pad_sequences
 from models.genotype_likelihood import GenotypeSettings
@@ -79,7 +80,7 @@ def check_settings(cfg: DictConfig) -> None:
         raise FileNotFoundError(f"{cfg.variant_model}: variant_model is not an experiment=vus run folder (no variant_encoding.json)")
     bad = [name for name, ok in checks.items() if not ok]
     if bad:
-        raise ValueError(f"out of range: {', '.join(f'{n}={OmegaConf.select(cfg, n)}' for n in bad)}")
+        raise ConfigError(bad[0], OmegaConf.select(cfg, bad[0]), "out of range")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from federation.flower.coordinator import Coordinator
 from federation.flower.link import SiteLink, load_site_keys
 from federation.flower.plan import consortium_plan
 from federation.flower.run_folder import FAILED, FINISHED, RunFolder
+from federation.settings import check_training_config
 
 app = ServerApp()
 
@@ -31,6 +32,7 @@ def main(grid: Grid, context: Context) -> None:
     log_to(folder.path / "coordinator.log")
     rounds = int(cfg.federation.rounds)
     try:
+        check_training_config(cfg, paths=False)  # as scripts/flower_coordinator.py did; recorded in status.json if it fails
         plan = consortium_plan(cfg.data)
         keys = load_site_keys(cfg.deploy.auth.site_keys, list(plan.sites)) if cfg.deploy.auth.enabled else None
         link = SiteLink(grid, plan, float(cfg.deploy.rounds.identify_timeout_s), float(cfg.deploy.rounds.message_ttl_s), keys)

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from federation.governance.agreement import members
 from federation.governance.layout import governance_of, ledger_path, registry_dir
-from federation.governance.ledger import SITE_EXIT, Ledger
+from federation.governance.ledger import ROUND, RUN_START, SITE_EXIT, Ledger
+from federation.governance.participation import exited_sites
 from federation.governance.registry import Registry, RegistryError
-from federation.governance.rollback import rollback
+from federation.governance.rollback import check_run_dir, prepare_rollback, rollback
+from federation.settings import ConfigError
 
 EXIT_MODES = ("restore", "retrain")
 
@@ -49,13 +52,37 @@ def _lineage_touched_by(registry: Registry, version: int | None, site: str) -> b
 
 
 def exit_site(run_dir: str | Path, site: str, reason: str = "", governance_cfg: Any = None) -> ExitPlan:
-    """Record the site's exit and restore the latest version without it (both modes; retrain then reruns from it)."""
-    cfg = governance_cfg if governance_cfg is not None else governance_of(run_dir)
+    """Record the site's exit and restore the latest version without it (both modes; retrain then reruns from it).
+
+    Checked before anything is written: the site is a member (by the agreement, or by the
+    ledger for an open agreement) and has not left already, and the restore would succeed.
+    A typo must not become permanent audit history.
+    """
+    cfg = governance_cfg if governance_cfg is not None else governance_of(check_run_dir(run_dir))
     mode = cfg.exit.mode
     if mode not in EXIT_MODES:
         raise ValueError(f"governance.exit.mode must be one of {EXIT_MODES}, got {mode!r}")
     ledger = Ledger(ledger_path(cfg, run_dir), must_exist=True)
+    entries = ledger.entries()
+    recorded = ledger_sites(entries)
+    known = set(members(cfg, recorded)) | recorded
+    if site not in known:
+        raise ConfigError("exit_site", site, f"not a member of this run's consortium (members: {', '.join(sorted(known)) or 'none'})")
+    if site in exited_sites(entries):
+        raise ConfigError("exit_site", site, "has left already: the ledger records its exit")
     plan = ExitPlan(site, mode, version_without(Registry(registry_dir(cfg, run_dir)), site))
+    prepare_rollback(run_dir, plan.version, cfg)
     ledger.append(SITE_EXIT, {"site": site, "reason": reason or "the site left the consortium", "mode": mode, "version_without_site": plan.version})
     rollback(run_dir, plan.version, reason=f"site {site!r} left: restoring the latest version without its contributions", governance_cfg=cfg)
     return plan
+
+
+def ledger_sites(entries: list[dict[str, Any]]) -> set[str]:
+    """Sites the ledger names: the members its run_start recorded and the sites of every round."""
+    names = set()
+    for entry in entries:
+        if entry["kind"] == RUN_START:
+            names |= {m["name"] for m in entry["data"].get("members") or [] if isinstance(m, dict) and m.get("name")}
+        elif entry["kind"] == ROUND:
+            names |= set(entry["data"].get("sites") or {})
+    return names

@@ -11,10 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
-
 from federation.governance.layout import MODEL_FILE
-from federation.outputs import write_atomic
+from federation.outputs import model_metadata, write_atomic
 from modalities.base import DataError
 from modalities.feedback import (
     FEEDBACK_FILE,
@@ -29,11 +27,12 @@ from modalities.phenopacket_io import read_cohort
 
 def run_labels(run_dir: str | Path) -> list[str]:
     """The label space of a run's model (its safetensors metadata)."""
+    if not Path(run_dir).is_dir():
+        raise DataError(run_dir, "no such run folder")
     path = Path(run_dir) / MODEL_FILE
-    if not path.is_file():
+    if not path.exists():
         raise DataError(path, "no model in the run folder: the feedback needs the label space of the model that answered")
-    with safe_open(str(path), framework="pt") as handle:
-        text = (handle.metadata() or {}).get("labels")
+    text = model_metadata(path).get("labels")
     if not text:
         raise DataError(path, "no label list in the model's metadata", field="labels")
     return list(json.loads(text))

@@ -61,14 +61,22 @@ def entry_hash(entry: dict[str, Any]) -> str:
 def read_ledger(path: str | Path) -> list[dict[str, Any]]:
     """Every entry, after checking the whole chain and the head; LedgerError names the first bad line."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise LedgerError(path, "ledger not found")
-    text = path.read_bytes().decode("utf-8", errors="strict")
-    lines = text.split("\n")
-    if lines[-1] != "":
+    if not path.is_file():
+        raise LedgerError(path, "not a regular file (a folder, named pipe or device)")
+    data = path.read_bytes()
+    if not data:
+        raise LedgerError(path, "empty: a ledger holds at least its run_start entry (emptied, or the first write was cut off)", line=1)
+    lines = data.split(b"\n")
+    if lines[-1] != b"":
         raise LedgerError(path, "truncated: the last line has no newline (a write was cut off)", line=len(lines))
     entries: list[dict[str, Any]] = []
-    for number, line in enumerate(lines[:-1], start=1):
+    for number, raw in enumerate(lines[:-1], start=1):
+        try:
+            line = raw.decode("utf-8", errors="strict")
+        except UnicodeDecodeError as err:
+            raise LedgerError(path, f"not UTF-8 (byte {err.start + 1} of the line): the entry was edited or damaged", line=number) from None
         entries.append(_check_line(path, number, line, entries[-1] if entries else None))
     _check_head(path, entries)
     return entries
