@@ -16,6 +16,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from federation.adaptation.deploy import AdaptationSettings, deploy
+from federation.adaptation.report import add_deployment, compare, deployment_table
 from federation.attacks import with_attackers
 from federation.baselines import train_local, train_pooled
 from federation.build import build_module, build_sites
@@ -24,6 +26,8 @@ from federation.engine import InProcessEngine
 from federation.evaluation import predict
 from federation.extra_evaluation import ExtraEvaluation
 from federation.governance import finish
+from federation.governance.layout import ledger_path
+from federation.governance.ledger import DEPLOYMENT, Ledger
 from federation.governance.run_hooks import governance_hooks
 from federation.outputs import write_json, write_model, write_rows, write_text
 from federation.participation import Participation
@@ -96,7 +100,11 @@ def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     runs = [_run_seed(cfg, consortium, seed, run_dirs[seed]) for seed in seeds]
     summaries = [r.summary for r in runs]
     summary = summaries[0] if len(runs) == 1 else combine_seeds(summaries, seeds)
+    if len(runs) > 1 and "deployment" in summaries[0]:
+        summary["deployment"] = {f"seed {s}": r["deployment"] for s, r in zip(seeds, summaries)}
+        summary["deployed_vs_local"] = compare([r.predictions for r in runs], int(cfg.adaptation.get("bootstrap_resamples", 2000)), seeds[0])
     table = markdown_table(summary, cfg.get("report", {}).get("table_metrics"), reference=cfg.get("report", {}).get("reference"))
+    table += deployment_table(summary)
     # Variant scoring (experiment=vus): held-out genes vs single in-silico scores, calibration (federation/vus_evaluation.py).
     vus = VusEvaluation(cfg, consortium, runs) if cfg.get("vus_evaluation") else None
     summary, table = (vus.add_to(summary), table + "\n" + vus.table()) if vus else (summary, table)
@@ -146,7 +154,15 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path)
         predictions["personalised"] = _personalised_predictions(cfg.personalisation, module, sites, federation.global_state, seed, device, extra)
 
     module.optimizer_factory = instantiate(cfg.model.optimizer)
-    predictions |= _baseline_predictions(cfg, module, sites, initial, seed, make_trainer, device, extra)
+    baselines, local_states = _baseline_predictions(cfg, module, sites, initial, seed, make_trainer, device, extra)
+    predictions |= baselines
+    deployments = {}
+    if cfg.get("adaptation", {}).get("enabled"):  # what each site deploys, chosen on its validation split
+        deployments = deploy(module, sites, federation.global_state, local_states, AdaptationSettings.from_cfg(cfg.adaptation), seed, device)
+        _record_deployments(cfg, run_dir, deployments)
+        for name, deployment in deployments.items():
+            for approach, pair in deployment.test.items():
+                predictions.setdefault(approach, {})[name] = pair
     if extra:
         predictions["knowledge"] = extra.knowledge_predictions()
 
@@ -156,9 +172,20 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path)
     if extra:
         trained_labels = {s.name: set(s.data.splits["train"].labels) for s in sites}
         summary = extra.add_to(summary) | {"extra_evaluation": extra.facts(trained_labels)}
+    if deployments:
+        summary = add_deployment(summary, deployments, predictions, int(cfg.adaptation.get("bootstrap_resamples", 2000)), seed)
     if cfg.federation.get("compression"):
         summary["communication"] = _update_bytes(compressing, cfg.federation.compression)
     return SeedRun(summary, federation.history, final_model, ordered)
+
+
+def _record_deployments(cfg: DictConfig, run_dir: Path, deployments: dict) -> None:
+    """A governed run's ledger gets one entry per site: what it deployed, on which validation figures, and why."""
+    if cfg.get("governance") is None or not cfg.governance.get("enabled", True):
+        return
+    ledger = Ledger(ledger_path(cfg.governance, run_dir))
+    for site, deployment in deployments.items():
+        ledger.append(DEPLOYMENT, {"site": site, **deployment.record})
 
 
 def _update_bytes(sites: list, compression: DictConfig) -> dict:
@@ -192,19 +219,21 @@ def _personalised_predictions(cfg, module, sites: list[Site], global_state, seed
     return predictions
 
 
-def _baseline_predictions(cfg, module, sites, initial, seed, make_trainer, device, extra) -> dict:
-    """Local-only (each site alone) and pooled (everyone's training data) models, from the same initial weights."""
+def _baseline_predictions(cfg, module, sites, initial, seed, make_trainer, device, extra) -> tuple[dict, dict]:
+    """Local-only (each site alone) and pooled (everyone's training data) models, from the same initial weights;
+    and each site's local-only weights (a candidate for what the site deploys)."""
     limits = baseline_limits(cfg) if cfg.baselines.local or cfg.baselines.pooled else {}
-    out = {}
+    out, local_states = {}, {}
     if cfg.baselines.local:
         out["local"] = {}
         for i, site in enumerate(sites):
-            set_state(module, train_local(site, module, initial, limits, seed=seed + i))
+            local_states[site.name] = train_local(site, module, initial, limits, seed=seed + i)
+            set_state(module, local_states[site.name])
             out["local"] |= _predict_sites(module, [site], device, extra, "local")
     if cfg.baselines.pooled:
         set_state(module, train_pooled(sites, module, initial, limits, seed, make_trainer))
         out["pooled"] = _predict_sites(module, sites, device, extra, "pooled")
-    return out
+    return out, local_states
 
 
 def _write_run(out_dir: Path, cfg: DictConfig, summary: dict, table: str, run: SeedRun, consortium: Consortium) -> None:

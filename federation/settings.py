@@ -53,6 +53,7 @@ def check_training_config(cfg: DictConfig, paths: bool = True) -> None:
     _check_run(cfg)
     _check_federation(cfg)
     _check_baselines(cfg)
+    _check_adaptation(cfg)
     check_privacy(cfg)
     _check_data(cfg, paths)
 
@@ -125,6 +126,27 @@ def _check_baselines(cfg: DictConfig) -> None:
     if personalisation.get("enabled"):
         if whole(cfg, "personalisation.steps", 1, allow_none=True) is None:
             whole(cfg, "personalisation.epochs", 1)
+
+
+def _check_adaptation(cfg: DictConfig) -> None:
+    adaptation = cfg.get("adaptation") or {}
+    if not adaptation.get("enabled"):
+        return
+    from federation.adaptation.deploy import APPROACH_OF, METHODS
+
+    unknown = [m for m in adaptation.get("methods") or [] if m not in METHODS]
+    if unknown:
+        raise ConfigError("adaptation.methods", adaptation.methods, f"unknown {unknown}; known: {list(METHODS)}")
+    whole(cfg, "adaptation.finetune.max_epochs", 1)
+    whole(cfg, "adaptation.finetune.patience", 0)
+    whole(cfg, "adaptation.calibration.folds", 2)
+    number(cfg, "adaptation.calibration.l2", 0.0, low_open=False)
+    whole(cfg, "adaptation.select.min_val", 0)
+    whole(cfg, "adaptation.bootstrap_resamples", 1)
+    fallback = adaptation.get("select", {}).get("fallback", "federated")
+    candidates = ("federated", "local", *APPROACH_OF.values())
+    if fallback not in candidates:
+        raise ConfigError("adaptation.select.fallback", fallback, f"must be one of {list(candidates)}")
 
 
 def check_privacy(cfg: DictConfig, section: str = "privacy") -> None:

@@ -147,7 +147,8 @@ def split_rows(targets: Sequence[int], ids: Sequence[str], split: Mapping[str, A
 
     `method: train_test_split` is scikit-learn's (FLamby's): `train_fraction`,
     `random_state`, stratified by label when every label has more than 2 rows
-    (FLamby's rule); no val rows. `method: draw` is the project's seeded,
+    (FLamby's rule); no val rows unless `val_fraction` carves them from the training
+    rows (seeded, stratified the same way). `method: draw` is the project's seeded,
     label-stratified draw with `fractions`.
     """
     method = split.get("method", "draw")
@@ -161,12 +162,30 @@ def split_rows(targets: Sequence[int], ids: Sequence[str], split: Mapping[str, A
         train, test = train_test_split(np.arange(len(targets)), train_size=fraction, test_size=1.0 - fraction,
                                        random_state=split.get("random_state"), shuffle=True, stratify=stratify)
         test_set = set(test.tolist())
-        return {"train": [i for i in range(len(targets)) if i not in test_set], "val": [], "test": sorted(test_set)}
+        train = [i for i in range(len(targets)) if i not in test_set]
+        train, val = _carve_validation(train, targets, float(split.get("val_fraction", 0.0)), split.get("random_state"))
+        return {"train": train, "val": val, "test": sorted(test_set)}
     if method == "draw":
         records = [SimpleNamespace(patient_id=str(i), label=str(t)) for i, t in enumerate(targets)]
         drawn = draw_split(records, seed, split.get("fractions") or {"train": 0.6, "val": 0.2, "test": 0.2})
         return {name: [int(i) for i in drawn[name]] for name in SPLITS}
     raise ValueError(f"split.method must be train_test_split or draw, got {method!r}")
+
+
+def _carve_validation(train: list[int], targets: Sequence[int], fraction: float, random_state) -> tuple[list[int], list[int]]:
+    """A validation split from the training rows, for protocols that have none (FLamby's heart split)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"split.val_fraction must be in [0, 1), got {fraction}")
+    if fraction == 0.0 or len(train) < 2:
+        return train, []
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(targets)[train]
+    counts = np.bincount(labels)
+    present = counts[counts > 0]
+    stratify = labels if len(present) > 1 and (present > 2).all() else None
+    kept, val = train_test_split(np.asarray(train), test_size=fraction, random_state=random_state, shuffle=True, stratify=stratify)
+    return sorted(kept.tolist()), sorted(val.tolist())
 
 
 def normalise(values: np.ndarray, train_rows: Sequence[int], how: str) -> np.ndarray:

@@ -277,7 +277,7 @@ def test_breastmnist_experiment_composes_for_one_modality():
 def test_breastmnist_experiment_runs_on_any_archive_of_the_format(tmp_path, spatial, n_classes):
     path = write_npz(tmp_path / "tiny.npz", spatial=spatial, n_classes=n_classes, column_labels=True)
     cfg = compose_config(["experiment=breastmnist", f"data.path={path}", "progress=false", "federation.rounds=1",
-                         "baselines.epochs=1", "data.batch_size=16"])
+                         "baselines.epochs=1", "data.batch_size=16", "adaptation.finetune.max_epochs=1"])
 
     run_experiment(cfg, tmp_path / "run")
 
@@ -285,7 +285,7 @@ def test_breastmnist_experiment_runs_on_any_archive_of_the_format(tmp_path, spat
     assert list(summary["sites"]) == ["site_0", "site_1", "site_2"]
     assert summary["metric_names"] == ["accuracy", "auroc"]
     assert sum(site["n_test"] for site in summary["sites"].values()) == SIZES["test"]
-    assert set(summary["overall"]) == {"local", "federated", "pooled"}
+    assert set(summary["overall"]) == {"local", "federated", "calibrated", "finetuned", "deployed", "pooled"}
 
 
 def test_image_folder_split_column_is_kept(tmp_path):

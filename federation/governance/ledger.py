@@ -34,7 +34,8 @@ ROUND = "round"
 ROLLBACK = "rollback"
 FEEDBACK = "feedback"
 SITE_EXIT = "site_exit"
-KINDS = (RUN_START, ROUND, ROLLBACK, FEEDBACK, SITE_EXIT)
+DEPLOYMENT = "deployment"  # what a site deployed after training, chosen on its validation split (federation/adaptation/)
+KINDS = (RUN_START, ROUND, ROLLBACK, FEEDBACK, SITE_EXIT, DEPLOYMENT)
 FIELDS = ("seq", "kind", "time", "data", "prev", "hash")
 
 
