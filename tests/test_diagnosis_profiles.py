@@ -456,3 +456,36 @@ def test_a_site_ranks_with_the_shared_counts_and_its_own_in_full(hpo):
     assert clear.terms[0, term - 1] == 1
     assert secure.cases.tolist() == [2, 0]
     assert secure.terms[0, term - 1] == 2
+
+
+def test_tempering_scales_each_patients_phenotype_sum_by_its_term_count():
+    # Prepare: one patient with 2 observed terms; b = 1 halves the phenotype part, nothing else
+    tables, features = _synthetic_site(4, seed=3)
+    plain, tempered = DiagnosisScorer(Q), DiagnosisScorer(Q)
+    with torch.no_grad():
+        tempered.term_count_exponent.fill_(1.0)
+
+    # Execute
+    a, b = score(plain, tables, features).numpy(), score(tempered, tables, features).numpy()
+
+    # Assert: every patient reports 2 terms, so the observed part is halved; excluded and genotype are not
+    for i in range(len(features.truth)):
+        phenotype = tables.observed.numpy()[features.observed_rows[i]].sum(0)
+        assert np.allclose(a[i] - b[i], phenotype / 2)
+
+
+def test_tempering_is_learned_only_when_configured():
+    sites = {"north": _synthetic_site(24, seed=1), "south": _synthetic_site(16, seed=2)}
+    off = train_federated(sites, TrainSettings(rounds=3, lr=0.05, batch_size=8, temper_terms=False), n_terms=Q, seed=0)
+    on = train_federated(sites, TrainSettings(rounds=3, lr=0.05, batch_size=8, temper_terms=True), n_terms=Q, seed=0)
+    assert float(off.term_count_exponent) == 0.0
+    assert float(on.term_count_exponent) != 0.0
+
+
+def test_a_scorer_saved_before_tempering_loads_as_untempered():
+    saved = {k: v for k, v in DiagnosisScorer(Q).state_dict().items() if k != "term_count_exponent"}
+    model = DiagnosisScorer(Q)
+    with torch.no_grad():
+        model.term_count_exponent.fill_(0.7)
+    model.load_compatible(saved)
+    assert float(model.term_count_exponent) == 0.0

@@ -43,7 +43,7 @@ def diagnose_patient(run_dir: str | Path, phenopacket: str | Path, vcf: str | Pa
     fallbacks: Counter = Counter()
     features = features_for(public, evidence, patient, columns, profiles, leave_out=False, counts=fallbacks)
     model = DiagnosisScorer(public.hpo.size)
-    model.load_state_dict(state)
+    model.load_compatible(state)
     logits = score(model, EvidenceTensors.of(evidence, public.terms), features)[0]
     probability = torch.softmax(logits, 0)
     order = torch.argsort(logits, descending=True, stable=True)[:top_k].tolist()
@@ -84,7 +84,8 @@ def _names(candidates: tuple[str, ...], cfg) -> list[str]:
 def _evidence_of(d, public, evidence, features, terms, weights, model, rows, columns, genotype_settings) -> dict[str, Any]:
     hpo = public.hpo
     seen, ruled_out = evidence.column(d)
-    observed = [(int(t) - 1, float(weights[int(t) - 1] * seen[public.row_of[int(t) - 1]])) for t in terms if t > 0]
+    scale = float(model.term_scale(torch.tensor(int((terms > 0).sum()))).detach())
+    observed = [(int(t) - 1, scale * float(weights[int(t) - 1] * seen[public.row_of[int(t) - 1]])) for t in terms if t > 0]
     excluded_weight = float(model.excluded_weight.detach())
     excluded = [(int(-t) - 1, excluded_weight * float(ruled_out[public.row_of[int(-t) - 1]])) for t in terms if t < 0]
     describe = lambda pairs: [{"term": hpo.term_ids[i], "name": hpo.names[i], "log_lr": round(v, 3)} for i, v in pairs]  # noqa: E731

@@ -1,10 +1,14 @@
 """The trained diagnosis scorer: disease-agnostic weights on likelihood-ratio evidence, full softmax over every candidate.
 
-    logit(p, d) = sum_t exp(theta_t) * LLR_obs(t, d) + w_exc * sum_t LLR_exc(t, d) + w_geno * LLR_geno(p, d) + w_prior * prior(d)
+    logit(p, d) = n_p^(-b) * sum_t exp(theta_t) * LLR_obs(t, d) + w_exc * sum_t LLR_exc(t, d) + w_geno * LLR_geno(p, d) + w_prior * prior(d)
 
 Every parameter is disease-agnostic: theta is one reliability weight per HPO term
 (how far a clinician's report of that term can be trusted), the w's scale whole kinds
-of evidence. So what a site learns transfers to diseases no site has seen. It starts
+of evidence. b tempers the phenotype by the patient's number of observed terms n_p:
+summing log LRs treats terms as independent, but a report's terms are correlated
+(a syndrome is described by many related findings), so a long report would otherwise
+outvote a causative variant; b = 0 is the plain sum (`temper_terms: false` keeps it there).
+So what a site learns transfers to diseases no site has seen. It starts
 as the likelihood-ratio ranker (theta = 0, w = 1, w_prior = 0), and training is a
 cross-entropy over all ~8,400 candidates (the open setting), not only the labels.
 An L2 pull towards the start keeps a small site from undoing public knowledge.
@@ -33,6 +37,7 @@ class TrainSettings:
     lr: float = 0.05
     batch_size: int = 32
     l2: float = 1e-3
+    temper_terms: bool = False  # learn b, the exponent of the observed-term count (module docstring)
 
 
 class DiagnosisScorer(nn.Module):
@@ -42,21 +47,32 @@ class DiagnosisScorer(nn.Module):
         self.excluded_weight = nn.Parameter(torch.tensor(1.0))
         self.genotype_weight = nn.Parameter(torch.tensor(1.0))
         self.prior_weight = nn.Parameter(torch.tensor(0.0))
+        self.term_count_exponent = nn.Parameter(torch.tensor(0.0))
 
     def logits(self, tables: EvidenceTensors, rows: torch.Tensor, ruled_out: torch.Tensor, genotype: torch.Tensor, true: tuple | None = None, truth: torch.Tensor | None = None) -> torch.Tensor:
         """[B, C]; with `true` (leave-one-out values) and `truth`, each patient's own diagnosis column is rewritten."""
         weight = torch.where(rows >= 0, self.term_log_weight[tables.term_index[rows.clamp(min=0)]].exp(), torch.zeros(()))
-        observed = (tables.observed_rows(rows.clamp(min=0)) * weight.unsqueeze(-1)).sum(1)
+        temper = self.term_scale((rows >= 0).sum(1))  # [B]
+        observed = (tables.observed_rows(rows.clamp(min=0)) * weight.unsqueeze(-1)).sum(1) * temper.unsqueeze(1)
         excluded = (tables.excluded_rows(ruled_out.clamp(min=0)) * (ruled_out >= 0).unsqueeze(-1)).sum(1)
         out = observed + self.excluded_weight * excluded + self.genotype_weight * genotype + self.prior_weight * tables.prior
         if true is not None:
             true_observed, true_excluded, true_genotype, true_prior = true
-            own = (true_observed * weight).sum(1) + self.excluded_weight * true_excluded.sum(1) + self.genotype_weight * true_genotype + self.prior_weight * true_prior
+            own = (true_observed * weight).sum(1) * temper + self.excluded_weight * true_excluded.sum(1) + self.genotype_weight * true_genotype + self.prior_weight * true_prior
             out = out.scatter(1, truth.unsqueeze(1), own.unsqueeze(1))
         return out
 
+    def term_scale(self, n_observed: torch.Tensor) -> torch.Tensor:
+        """n^-b: what one observed term's log LR counts in a report of n observed terms."""
+        return n_observed.clamp(min=1).float().pow(-self.term_count_exponent)
+
+    def load_compatible(self, state: dict[str, torch.Tensor]) -> None:
+        """A run saved before `term_count_exponent` existed was trained with b = 0: load it as such."""
+        self.load_state_dict({"term_count_exponent": torch.tensor(0.0), **state})
+
     def penalty(self) -> torch.Tensor:
-        return (self.term_log_weight**2).sum() + (self.excluded_weight - 1) ** 2 + (self.genotype_weight - 1) ** 2 + self.prior_weight**2
+        scalars = (self.excluded_weight - 1) ** 2 + (self.genotype_weight - 1) ** 2 + self.prior_weight**2 + self.term_count_exponent**2
+        return (self.term_log_weight**2).sum() + scalars
 
 
 @dataclass
@@ -104,7 +120,8 @@ def score(model: DiagnosisScorer, tables: EvidenceTensors, features: Features, c
 def train_local(model: DiagnosisScorer, tables: EvidenceTensors, features: Features, epochs: int, settings: TrainSettings, seed: int) -> None:
     """Adam on one site's (or the pooled) training cases, cross-entropy over every candidate."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    model.term_count_exponent.requires_grad_(settings.temper_terms)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
     n = len(features.truth)
     for _ in range(epochs):
         for batch in torch.randperm(n, generator=generator).split(settings.batch_size):
