@@ -47,8 +47,12 @@ def test_small_store_end_to_end(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert set(summary["overall"]) == {"resnik", "likelihood", "local", "federated", "pooled"}
+    assert set(summary["overall"]) == {"resnik", "likelihood", "local", "federated", "deployed", "pooled"}
     assert set(summary["sites"]) == {"site_0", "site_1"}
+    for site in ("site_0", "site_1"):  # each site's choice, made on its validation publications
+        choice = summary["deployment"]["seed 0"][site]
+        assert choice["deployed"] in ("federated", "local")
+        assert summary["sites"][site]["deployed"] == summary["sites"][site][choice["deployed"]]
     facts = summary["facts"]
     assert facts["open_candidates"] > 8000  # every annotated OMIM disease, not only the labels
     # The unannotated labels can be ranked only through profiles the sites built from their cases.

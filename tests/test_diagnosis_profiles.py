@@ -489,3 +489,26 @@ def test_a_scorer_saved_before_tempering_loads_as_untempered():
         model.term_count_exponent.fill_(0.7)
     model.load_compatible(saved)
     assert float(model.term_count_exponent) == 0.0
+
+
+# ---------------------------------------------------------------- deployed choice
+
+def _val_hits(top1: list[float]) -> dict[str, np.ndarray]:
+    values = np.array(top1, dtype=float)
+    return {"top1": values, "open_top1": values, "open_top10": values}
+
+
+def test_each_site_deploys_the_scorer_its_validation_patients_favour_and_ties_keep_the_federated_one():
+    from federation.diagnosis.deployment import choose_sites
+
+    val_hits = {
+        "federated": {"a": _val_hits([1] * 6 + [0] * 6), "b": _val_hits([1] * 10 + [0] * 2), "c": _val_hits([1] * 3)},
+        "local": {"a": _val_hits([1] * 9 + [0] * 3), "b": _val_hits([1] * 10 + [0] * 2), "c": _val_hits([0] * 3)},
+    }
+    choices = choose_sites(val_hits, min_val=10)
+    assert (choices["a"].deployed, choices["a"].reason) == ("local", "best on validation")
+    assert (choices["b"].deployed, choices["b"].reason) == ("federated", "best on validation")  # a tie
+    # c has 3 validation patients: it takes what a and b's pooled validation favours (local: 19 vs 16 right)
+    assert choices["c"].deployed == "local" and choices["c"].reason.startswith("validation too small (3 < 10 patients): the candidate best on the pooled")
+    alone = choose_sites({k: {"c": v["c"]} for k, v in val_hits.items()}, min_val=10)
+    assert alone["c"].deployed == "federated" and alone["c"].validation == {}

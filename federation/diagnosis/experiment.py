@@ -8,13 +8,15 @@ Approaches, all scored over the same candidates (every annotated disease + label
 - `federated`: case profiles from the counts every site shares (k-suppressed, or by
   secure aggregation), to which each site adds back its own in full, and the scorer
   trained by FedAvg;
+- `deployed`: what each site chose between its local-only and the federated scorer on
+  its own validation publications (deployment.py);
 - `pooled`: everyone's cases in one place (what privacy rules forbid): the reference.
 Every approach is judged on each site's own test patients (held-out publications).
 """
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from federation.diagnosis.case_profiles import CaseCounts, count_cases, gene_indicator, share, site_view
 from federation.diagnosis.cohort import Cohort, Patients, cohort_from
+from federation.diagnosis.deployment import CANDIDATES, choose_sites
 from federation.diagnosis.evidence import Evidence, ProfileSettings, PublicKnowledge, evidence_for, features_for
 from federation.diagnosis.metrics import patient_hits, ranks
 from federation.diagnosis.scorer import DiagnosisScorer, EvidenceTensors, TrainSettings, score, train_alone, train_federated
@@ -33,7 +36,7 @@ from models.genotype_likelihood import GenotypeSettings
 from models.knowledge import KnowledgeRanker
 from models.phenotype_likelihood import LikelihoodSettings, signed_term_sets
 
-APPROACHES = ("resnik", "likelihood", "local", "federated", "pooled")
+APPROACHES = ("resnik", "likelihood", "local", "federated", "deployed", "pooled")
 
 
 @dataclass
@@ -94,6 +97,8 @@ class Context:
     training: TrainSettings
     seed: int
     quality: Counter
+    trained: dict = field(default_factory=dict)  # approach -> site -> (scorer, tables, evidence), for the deployed choice
+    deployment: dict = field(default_factory=dict)  # site -> the choice, its validation figures and reason
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -118,13 +123,13 @@ def run_seed(cfg: DictConfig, seed: int, approaches: tuple[str, ...] = APPROACHE
     per_site = {site: count_cases(patients, len(cohort.labels), public.hpo) for site, patients in train.items()}
     ctx.quality["case_genes_outside_vocabulary"] = sum(gene_indicator(p.genes, public.hpo)[1] for p in train.values())
     shared = share(per_site, profiles.min_count, profiles.secure)
-    runners = {"resnik": _resnik, "likelihood": _likelihood, "local": _local, "federated": _federated, "pooled": _pooled}
+    runners = {"resnik": _resnik, "likelihood": _likelihood, "local": _local, "federated": _federated, "deployed": _deployed, "pooled": _pooled}
     hits, federated_state = {}, None
     for approach in approaches:
         hits[approach], state = runners[approach](ctx, per_site, shared)
         federated_state = state if approach == "federated" else federated_state
     learned = {k: float(v) for k, v in (federated_state or {}).items() if v.numel() == 1}
-    facts = _facts(cohort, public, shared, per_site, learned)
+    facts = _facts(cohort, public, shared, per_site, learned) | ({"deployment": ctx.deployment} if ctx.deployment else {})
     quality_report = {**cohort.quality, "diagnosis_fallbacks": dict(ctx.quality)}
     return SeedResult(hits, {s: len(p) for s, p in train.items()}, facts, quality_report, federated_state, shared, cohort.labels)
 
@@ -165,6 +170,7 @@ def _local(ctx: Context, per_site, shared):
         tables = EvidenceTensors.of(evidence, ctx.public.terms)
         model = train_alone(tables, ctx.features(evidence, patients, True), ctx.training, ctx.public.hpo.size, ctx.seed + i)
         out[site] = _evaluate(model, tables, ctx, evidence, test[site])
+        ctx.trained.setdefault("local", {})[site] = (model, tables, evidence)
     return out, None
 
 
@@ -178,7 +184,25 @@ def _federated(ctx: Context, per_site, shared):
     sites = {s: (tables[s], ctx.features(evidence[s], p, True)) for s, p in ctx.cohort.split("train").items()}
     model = train_federated(sites, ctx.training, ctx.public.hpo.size, ctx.seed)
     hits = {site: _evaluate(model, tables[site], ctx, evidence[site], patients) for site, patients in ctx.cohort.split("test").items()}
+    ctx.trained["federated"] = {site: (model, tables[site], evidence[site]) for site in per_site}
     return hits, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _deployed(ctx: Context, per_site, shared):
+    """Each site's choice between its local-only and the federated scorer, on its validation publications only."""
+    missing = [c for c in CANDIDATES if c not in ctx.trained]
+    if missing:
+        raise ValueError(f"the deployed approach needs {missing} to run first")
+    val = ctx.cohort.split("val")
+    val_hits = {c: {site: _evaluate(*ctx.trained[c][site][:2], ctx, ctx.trained[c][site][2], val[site]) for site in per_site} for c in CANDIDATES}
+    choices = choose_sites(val_hits)
+    test = ctx.cohort.split("test")
+    hits = {}
+    for site, choice in choices.items():
+        model, tables, evidence = ctx.trained[choice.deployed][site]
+        hits[site] = _evaluate(model, tables, ctx, evidence, test[site])
+        ctx.deployment[site] = {"deployed": choice.deployed, "reason": choice.reason, "n_val": choice.n_val, "validation": {k: round(v, 4) for k, v in choice.validation.items()}}
+    return hits, None
 
 
 def _pooled(ctx: Context, per_site, shared):

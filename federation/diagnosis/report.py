@@ -12,7 +12,7 @@ from federation.diagnosis.experiment import APPROACHES, SeedResult
 from federation.diagnosis.metrics import COMPARED, METRICS, paired_bootstrap, summarise
 
 RANKERS = ("likelihood", "resnik")
-NAMES = {"resnik": "Resnik best match (training-free)", "likelihood": "likelihood ratio (training-free)", "local": "local-only", "federated": "federated", "pooled": "pooled"}
+NAMES = {"resnik": "Resnik best match (training-free)", "likelihood": "likelihood ratio (training-free)", "local": "local-only", "federated": "federated", "deployed": "deployed (each site's choice on validation)", "pooled": "pooled"}
 
 
 def build_summary(results: list[SeedResult], seeds: list[int], resamples: int = 2000) -> dict:
@@ -22,6 +22,8 @@ def build_summary(results: list[SeedResult], seeds: list[int], resamples: int = 
     per_site = {site: {a: summarise(_seeds(results, a, site)) for a in APPROACHES} for site in sites}
     gains = {site: _gains(results, site, resamples) for site in sites}
     gains["all test patients"] = _gains(results, None, resamples)
+    deployed = {site: _versus(results, "deployed", "local", site, resamples) for site in sites}
+    deployed["all test patients"] = _versus(results, "deployed", "local", None, resamples)
     return {
         "task": "open differential diagnosis",
         "seeds": seeds,
@@ -29,6 +31,8 @@ def build_summary(results: list[SeedResult], seeds: list[int], resamples: int = 
         "overall": overall,
         "sites": {s: {"n_train": int(np.mean([r.n_train[s] for r in results])), "n_test": int(len(_seeds(results, "federated", s)["top1"])), **per_site[s]} for s in sites},
         "federated_minus": gains,
+        "deployed_minus_local": deployed,
+        "deployment": {f"seed {s}": r.facts.get("deployment", {}) for s, r in zip(seeds, results)},
         "facts": results[-1].facts,
         "fallbacks": results[-1].quality.get("diagnosis_fallbacks", {}),
     }
@@ -54,6 +58,11 @@ def _gains(results: list[SeedResult], site: str | None, resamples: int) -> dict:
     return out
 
 
+def _versus(results: list[SeedResult], approach: str, other: str, site: str | None, resamples: int) -> dict:
+    a, b = _seeds(results, approach, site), _seeds(results, other, site)
+    return {m: paired_bootstrap(a[m], b[m], resamples, seed=17) for m in COMPARED}
+
+
 def _mean_sd(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values)) if len(values) > 1 else 0.0
 
@@ -72,18 +81,26 @@ def markdown(summary: dict, title: str = "") -> str:
     for site, versus in summary["federated_minus"].items():
         for other, metrics in versus.items():
             lines.append(f"| {site} | {NAMES[other]} | " + " | ".join(_gain(*metrics[m]) for m in COMPARED) + " |")
+    if summary.get("deployed_minus_local"):
+        lines += ["", "Deployed minus local-only (what each site chose on its validation publications; choices per seed in the last column):", "",
+                  "| site | " + " | ".join(COMPARED) + " | deployed |", "| --- |" + " --- |" * (len(COMPARED) + 1)]
+        for site, metrics in summary["deployed_minus_local"].items():
+            chosen = ", ".join(f"{d[site]['deployed']}" for d in summary.get("deployment", {}).values() if site in d)
+            lines.append(f"| {site} | " + " | ".join(_gain(*metrics[m]) for m in COMPARED) + f" | {chosen} |")
     return "\n".join(lines) + "\n"
 
 
 def worse_sites(summary: dict) -> list[str]:
-    """'site vs approach: metric' wherever the federated model is worse beyond noise."""
-    return [
+    """'site vs approach: metric' wherever the federated model (or a site's deployed one, vs local-only) is worse beyond noise."""
+    federated = [
         f"{site} vs {other}: {m}"
         for site, versus in summary["federated_minus"].items()
         for other, metrics in versus.items()
         for m, (_, _, high) in metrics.items()
         if high < 0
     ]
+    deployed = [f"{site} deployed vs local-only: {m}" for site, metrics in summary.get("deployed_minus_local", {}).items() for m, (_, _, high) in metrics.items() if high < 0]
+    return federated + deployed
 
 
 def _cell(value: tuple[float, float]) -> str:
