@@ -17,8 +17,6 @@ import logging
 import math
 import re
 import sys
-import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -27,10 +25,8 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
+from strategies import run_row  # noqa: E402  (benchmarks/ is on the path when this script runs)
 
-import modalities.image_sites  # noqa: E402,F401  registers config resolvers
-from federation.experiment import run_experiment  # noqa: E402
 from federation.report import APPROACHES  # noqa: E402
 
 COLUMNS = [a for a in APPROACHES if a not in ("personalised", "knowledge")]
@@ -38,14 +34,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "every_site.md"
 
 
 def run(bench, extra: list[str]) -> tuple[dict, float]:
-    experiment = [f"experiment={bench.experiment}"] if bench.get("experiment") else []
-    overrides = [*experiment, "progress=false", "torch_threads=1", *bench.get("overrides", []), *extra]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
-        summary = run_experiment(cfg, Path(out))
-    return summary, time.perf_counter() - started
+    """The benchmark's experiment with its overrides, one torch thread (benchmarks/strategies.py's runner)."""
+    suite = OmegaConf.create({"experiment": bench.get("experiment"), "overrides": ["torch_threads=1", *bench.get("overrides", [])]})
+    return run_row(suite, {"overrides": extra}, threads=1)
 
 
 def section(name: str, bench, summary: dict, seconds: float, command: str) -> str:
