@@ -1,6 +1,6 @@
 """The default job quiet and beside CPU-bound neighbours, for each torch thread setting: is the default robust to a busy machine?
 
-    python benchmarks/under_load.py                       # torch_threads null (one per core) vs 1, quiet vs 1 neighbour
+    python benchmarks/under_load.py                       # torch_threads null (one per core), 1 and auto; quiet vs 1 neighbour
     python benchmarks/under_load.py --threads null 1 2 --neighbours 0 1 2 --repeats 3
 
 Each cell is the median wall time (s) of `--repeats` runs of `scripts/train.py` with the
@@ -44,7 +44,7 @@ def run_once(threads: str, neighbours: int, rounds: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", nargs="+", default=["null", "1"], help="torch_threads values (null: torch's default)")
+    parser.add_argument("--threads", nargs="+", default=["null", "1", "auto"], help="torch_threads values (null: torch's default)")
     parser.add_argument("--neighbours", nargs="+", type=int, default=[0, 1], help="CPU-bound neighbour processes")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)

@@ -36,6 +36,7 @@ from federation.report import APPROACHES, build_summary, combine_seeds, markdown
 from federation.settings import ConfigError, check_training_config
 from federation.site import Site
 from federation.state import get_state, set_state, trainable_keys
+from federation.threads import resolve_threads
 from federation.validation import UpdateValidator
 from federation.vus_evaluation import VusEvaluation
 from modalities.consortium import Consortium, load_consortium
@@ -91,8 +92,9 @@ def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     """One run, or one per training seed in `cfg.seeds` (same data, mean and sd over seeds in the summary)."""
     check_training_config(cfg)  # every bound, name and path, before any data is read or file written
     quiet_lightning()
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    threads = resolve_threads(cfg.get("torch_threads"))
+    if threads:
+        torch.set_num_threads(threads)
     consortium = load_consortium(cfg.data, seed=cfg.seed)
     seeds = list(cfg.get("seeds") or [cfg.seed])
     # governed runs keep one ledger and registry per training seed

@@ -84,7 +84,8 @@ def number(cfg: Any, setting: str, low: float, high: float = math.inf, low_open:
 
 def _check_run(cfg: DictConfig) -> None:
     whole(cfg, "seed", 0)
-    whole(cfg, "torch_threads", 1, allow_none=True)
+    if cfg.get("torch_threads") != "auto":
+        whole(cfg, "torch_threads", 1, allow_none=True)
     seeds = cfg.get("seeds")
     if seeds is not None:
         values = list(seeds)

@@ -1,0 +1,29 @@
+"""torch_threads: a number, torch's default, or `auto` (the cores not already busy)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from support import compose_config
+
+from federation.settings import ConfigError, check_training_config
+from federation.threads import resolve_threads
+
+
+def test_a_number_or_null_passes_through():
+    assert resolve_threads(None) is None
+    assert resolve_threads(3) == 3
+
+
+@pytest.mark.parametrize("load, expected", [(0.0, 4), (1.2, 3), (2.6, 1), (9.0, 1)])
+def test_auto_leaves_the_busy_cores_to_whoever_keeps_them_busy(monkeypatch, load, expected):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    assert resolve_threads("auto") == expected
+
+
+def test_the_config_check_accepts_auto_and_refuses_other_words_and_zero():
+    check_training_config(compose_config(["torch_threads=auto"]), paths=False)
+    for bad in ("fast", "0"):
+        with pytest.raises(ConfigError, match="torch_threads"):
+            check_training_config(compose_config([f"torch_threads={bad}"]), paths=False)
