@@ -142,6 +142,7 @@ def _check_adaptation(cfg: DictConfig) -> None:
     whole(cfg, "adaptation.finetune.patience", 0)
     whole(cfg, "adaptation.calibration.folds", 2)
     number(cfg, "adaptation.calibration.l2", 0.0, low_open=False)
+    number(cfg, "adaptation.finetune.proximal_mu", 0.0, low_open=False, allow_none=True)
     whole(cfg, "adaptation.select.min_val", 0)
     whole(cfg, "adaptation.bootstrap_resamples", 1)
     fallback = adaptation.get("select", {}).get("fallback", "federated")

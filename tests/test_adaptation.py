@@ -140,6 +140,17 @@ def test_head_only_fine_tuning_leaves_the_shared_body_as_it_was():
     assert all(p.requires_grad for n, p in module.named_parameters() if n.startswith("model.encoders.labs"))  # unfrozen afterwards
 
 
+def test_a_ditto_personal_model_stays_closer_to_the_global_one_than_plain_fine_tuning():
+    module, site = tiny_module(), _site_with_test()
+    start = get_state(module, trainable_keys(module))
+    distance = lambda state: sum(float(((state[k] - start[k]) ** 2).sum()) for k in start if state[k].is_floating_point())  # noqa: E731
+    # patience 3 over 3 epochs: both keep their last epoch unless it is worse on validation
+    plain, _ = fine_tune(site, module, start, FineTuneSettings(max_epochs=3, patience=3), seed=0)
+    pulled, _ = fine_tune(site, module, start, FineTuneSettings(max_epochs=3, patience=3, proximal_mu=1.0), seed=0)
+    assert 0 < distance(pulled) < distance(plain)
+    assert module.proximal_mu == 0.0  # the pull is cleared afterwards
+
+
 def test_fine_tuning_refuses_an_unknown_part():
     module, site = tiny_module(), _site_with_test()
     with pytest.raises(ValueError, match="part must be one of"):
@@ -149,8 +160,8 @@ def test_fine_tuning_refuses_an_unknown_part():
 def test_adaptation_config_refuses_an_unknown_method():
     from omegaconf import OmegaConf
 
-    with pytest.raises(ValueError, match="unknown \\['ditto'\\]"):
-        AdaptationSettings.from_cfg(OmegaConf.create({"methods": ["calibrate", "ditto"]}))
+    with pytest.raises(ValueError, match="unknown \\['apfl'\\]"):
+        AdaptationSettings.from_cfg(OmegaConf.create({"methods": ["calibrate", "apfl"]}))
 
 
 def test_a_validation_split_carved_from_training_rows_is_disjoint_and_stratified():

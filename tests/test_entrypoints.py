@@ -101,7 +101,7 @@ BAD_SETTINGS = [
     (["federation.rounds=0"], "federation.rounds"),  # the baselines inherit 0 rounds' budget: nothing trained
     (["personalisation.enabled=true", "personalisation.epochs=0"], "personalisation.epochs"),
     (["+data.shards=0"], "data.shards"),
-    (["adaptation.methods=[calibrate,ditto]"], "adaptation.methods"),
+    (["adaptation.methods=[calibrate,apfl]"], "adaptation.methods"),
     (["adaptation.finetune.max_epochs=0"], "adaptation.finetune.max_epochs"),
     (["adaptation.calibration.folds=1"], "adaptation.calibration.folds"),
     (["adaptation.select.fallback=pooled"], "adaptation.select.fallback"),

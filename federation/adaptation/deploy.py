@@ -1,7 +1,7 @@
 """Every site's candidates, scored on its validation split, and the one it deploys: the `deployed` column.
 
 For each site: the global model as the site runs it (`federated`), each configured
-adaptation of it (`calibrated`, `finetuned`, `finetuned_head`) and the site's own
+adaptation of it (`calibrated`, `finetuned`, `finetuned_head`, `ditto`) and the site's own
 local-only model (`local`) predict the site's validation and test patients; the site
 chooses on validation (selection.py; a site with too few validation patients takes
 the method the consortium's pooled validation favours) and its test predictions under
@@ -24,8 +24,8 @@ from federation.evaluation import predict
 from federation.site import Site
 from federation.state import StateDict, set_state
 
-METHODS = ("calibrate", "finetune", "finetune_head")
-APPROACH_OF = {"calibrate": "calibrated", "finetune": "finetuned", "finetune_head": "finetuned_head"}
+METHODS = ("calibrate", "finetune", "finetune_head", "ditto")
+APPROACH_OF = {"calibrate": "calibrated", "finetune": "finetuned", "finetune_head": "finetuned_head", "ditto": "ditto"}
 Pair = tuple[torch.Tensor, torch.Tensor]  # (logits, labels)
 
 
@@ -83,7 +83,8 @@ def _candidates(module, site: Site, global_state: StateDict, local_state: StateD
             test[name] = (adjustment(test["federated"][0]), test["federated"][1])
         else:
             part = "head" if method == "finetune_head" else "all"
-            state, fitted[name] = fine_tune(site, module, global_state, FineTuneSettings(settings.finetune.max_epochs, settings.finetune.patience, part), seed)
+            mu = settings.finetune.proximal_mu if method == "ditto" else 0.0
+            state, fitted[name] = fine_tune(site, module, global_state, FineTuneSettings(settings.finetune.max_epochs, settings.finetune.patience, part, mu), seed)
             val[name], test[name] = _predict(module, site, state, device)
     if settings.include_local and local_state is not None:
         val["local"], test["local"] = _predict(module, site, local_state, device)

@@ -9,7 +9,9 @@ deploy something worse on validation than what it started from.
 
 `part: head` trains only the classifier head on the shared body: a personal head
 (as in FedRep, Collins et al. 2021), here fitted after federated training rather than
-alternating with it each round.
+alternating with it each round. `proximal_mu > 0` adds (mu/2)·||w - w_global||² to the
+site's loss: a personal model regularised towards the global one, Ditto's personal
+objective (Li et al., ICML 2021), here solved after training rather than beside it.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class FineTuneSettings:
     max_epochs: int = 20
     patience: int = 3
     part: str = "all"  # "head": only model.head trains
+    proximal_mu: float = 0.0  # > 0: Ditto's pull towards the global weights
 
 
 class KeepBest(L.Callback):
@@ -57,6 +60,8 @@ def fine_tune(site: Site, module: L.LightningModule, global_state: StateDict, se
     frozen = _freeze_body(module) if settings.part == "head" else []
     L.seed_everything(seed, workers=True, verbose=False)
     module.set_class_counts(site.class_counts(module.model.n_classes))
+    if settings.proximal_mu > 0:
+        module.set_proximal(settings.proximal_mu, start)
     try:
         trainer = site.make_trainer(
             max_epochs=settings.max_epochs, max_steps=-1, limit_val_batches=1.0, check_val_every_n_epoch=1,
@@ -65,6 +70,7 @@ def fine_tune(site: Site, module: L.LightningModule, global_state: StateDict, se
         trainer.fit(module, train_dataloaders=site.loader("train", shuffle=True, seed=seed), val_dataloaders=site.loader("val"))
     finally:
         module.set_class_counts(None)
+        module.set_proximal(0.0, None)
         for parameter in frozen:
             parameter.requires_grad_(True)
     set_state(module, global_state)
