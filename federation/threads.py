@@ -4,13 +4,17 @@ torch's default is one thread per core, and a loop of small kernels waits for it
 slowest thread: on a 2-core machine beside one CPU-bound neighbour, rounds of the
 default job take about twice as long with two threads as with one
 (benchmarks/under_load.py). `auto` takes the cores this process may use, less the
-one-minute load average (what else is running), and at least one: on a quiet machine
-it is torch's default, on a busy one it steps aside. A fixed number keeps runs
+cores other work keeps busy right now (psutil's CPU use over a quarter second, while
+this process waits), and at least one: on a quiet machine it is torch's default, on
+a busy one it steps aside. (The load average reacts too slowly: a neighbour started a
+minute ago shows as half a core.) A fixed number keeps runs
 bit-for-bit comparable across loads (the order of floating-point sums depends on it).
 """
 from __future__ import annotations
 
 import os
+
+import psutil
 
 AUTO = "auto"
 
@@ -21,6 +25,6 @@ def resolve_threads(setting) -> int | None:
         return None
     if setting == AUTO:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        busy = psutil.cpu_percent(interval=0.25) / 100.0 * (psutil.cpu_count() or cores)
         return max(1, min(cores, int(cores - busy + 0.5)))
     return int(setting)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import psutil
 import pytest
 from support import compose_config
 
@@ -15,10 +16,11 @@ def test_a_number_or_null_passes_through():
     assert resolve_threads(3) == 3
 
 
-@pytest.mark.parametrize("load, expected", [(0.0, 4), (1.2, 3), (2.6, 1), (9.0, 1)])
-def test_auto_leaves_the_busy_cores_to_whoever_keeps_them_busy(monkeypatch, load, expected):
+@pytest.mark.parametrize("percent, expected", [(0.0, 4), (30.0, 3), (65.0, 1), (100.0, 1)])
+def test_auto_leaves_the_busy_cores_to_whoever_keeps_them_busy(monkeypatch, percent, expected):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 4)
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None: percent)
     assert resolve_threads("auto") == expected
 
 
