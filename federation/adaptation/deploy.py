@@ -57,6 +57,7 @@ class SiteDeployment:
 
 
 def deploy(module: L.LightningModule, sites: list[Site], global_state: StateDict, local_states: dict[str, StateDict], settings: AdaptationSettings, seed: int, device: str) -> dict[str, SiteDeployment]:
+    """Per site: every candidate's test predictions, `deployed` the one its validation split (or the consortium's) chose."""
     val, test, fitted = {}, {}, {}
     for i, site in enumerate(sites):
         val[site.name], test[site.name], fitted[site.name] = _candidates(module, site, global_state, local_states.get(site.name), settings, seed + 700 + i, device)
