@@ -62,10 +62,17 @@ def parse_number(text: str, missing: set[str], path: str | Path, record: str, fi
     try:
         value = float(text)
     except ValueError:
-        raise DataError(path, f"value {text!r} is not a number", record=record, field=field_name) from None
+        raise DataError(path, not_a_number(text), record=record, field=field_name) from None
     if not math.isfinite(value):
-        raise DataError(path, f"value {text!r} is not a finite number", record=record, field=field_name)
+        raise DataError(path, "the value is not a finite number (inf or nan)", record=record, field=field_name)
     return value
+
+
+def not_a_number(text: str) -> str:
+    """Why a cell is not a number, without quoting it: a patient's value is patient data (file, record and field locate it)."""
+    if text.strip()[:1] in ("<", ">"):
+        return "the value is a bound ('<' or '>' a detection limit), not a number: give the limit as a number or leave the cell empty"
+    return "the value is not a number"
 
 
 def regular_file(path: str | Path, record: str | None = None, field: str | None = None) -> Path:

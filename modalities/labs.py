@@ -34,7 +34,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from modalities.base import DataError, check_option, optional_file
+from modalities.base import DataError, check_option, not_a_number, optional_file
 from modalities.phenopacket_io import PatientRecord
 from modalities.quality import ReadStats
 
@@ -215,9 +215,9 @@ class LabReader:
         try:
             number = float(value)
         except ValueError:
-            number = math.nan
+            raise DataError(path, not_a_number(str(value)), record=record, field="value") from None
         if not math.isfinite(number):
-            raise DataError(path, f"value {value!r} is not a finite number", record=record, field="value")
+            raise DataError(path, "the value is not a finite number (inf or nan)", record=record, field="value")
         if not unit.strip():
             raise DataError(path, f"no unit for {analyte.name}", record=record, field="unit")
         ureg = unit_registry()

@@ -270,7 +270,7 @@ def _level(path: Path, raw: str, levels: list, row: str, column: str) -> int:
     for i, level in enumerate(levels):
         if text == str(level) or _same_number(text, level):
             return i
-    raise DataError(path, f"value {text!r} is not one of the configured levels {levels}", record=row, field=column)
+    raise DataError(path, f"the value is not one of the configured levels {levels}", record=row, field=column)  # never quote a patient's cell
 
 
 def _same_number(text: str, level: Any) -> bool:

@@ -90,3 +90,12 @@ def test_missing_column(site):
         LabReader().read_site(site, read_cohort(site / "phenopackets"))
 
     assert err.value.field == "unit"
+
+
+@pytest.mark.parametrize("value, says", [("high", "not a number"), ("<0.5", "a bound"), ("Infinity", "not a finite number")])
+def test_a_bad_value_is_located_but_never_quoted(site, value, says):
+    with pytest.raises(DataError) as err:
+        read(site, [("p1", "glucose", value, "mmol/L")])
+
+    assert err.value.field == "value" and err.value.record == "row 2 (p1)"
+    assert says in str(err.value) and value not in str(err.value)
