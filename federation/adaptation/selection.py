@@ -66,11 +66,18 @@ def choose_all(candidates: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]
     methods = [m for m in candidates[able[0]] if all(m in candidates[s] for s in able)]
     pooled = {m: (torch.cat([candidates[s][m][0] for s in able]), torch.cat([candidates[s][m][1] for s in able])) for m in methods}
     consortium = choose("consortium", pooled, SelectionSettings(settings.metric, 0, settings.fallback))
+    return borrow_consortium_choice(choices, consortium, len(able), lambda site: consortium.deployed in candidates[site])
+
+
+def borrow_consortium_choice(choices: dict[str, Choice], consortium: Choice, n_able: int, can_take=lambda site: True, unit: str = "method") -> dict[str, Choice]:
+    """Sites whose validation could not decide (no figures of their own) take `consortium`'s choice, made on the
+    pooled validation patients of the `n_able` sites that could; the others keep their own choice."""
+    out = dict(choices)
     for site, choice in choices.items():
-        if not choice.validation and consortium.deployed in candidates[site]:
-            reason = f"{choice.reason}: the method best on the pooled validation patients of {len(able)} sites"
-            choices[site] = Choice(consortium.deployed, reason, {f"consortium {k}": v for k, v in consortium.validation.items()}, choice.n_val)
-    return choices
+        if not choice.validation and can_take(site):
+            reason = f"{choice.reason}: the {unit} best on the pooled validation patients of {n_able} sites"
+            out[site] = Choice(consortium.deployed, reason, {f"consortium {k}": v for k, v in consortium.validation.items()}, choice.n_val)
+    return out
 
 
 def _metric(logits: torch.Tensor, labels: torch.Tensor, metric: str, site: str) -> float:

@@ -1,6 +1,7 @@
 """What each site deploys for diagnosis: its local-only scorer or the federated one, chosen on its validation publications.
 
-The same rule as the main job's (federation/adaptation/selection.py), on the diagnosis
+The same rule as the main job's (federation/adaptation/selection.py, whose Choice and
+small-site step it uses), on the diagnosis
 objective the constants were tuned on (top-1 + open top-1 + open top-10): each site
 scores both candidates on its own validation patients and deploys the better; ties
 keep the federated scorer. A site with fewer than `min_val` validation patients takes
@@ -10,21 +11,12 @@ Test patients never take part.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from federation.adaptation.selection import Choice, borrow_consortium_choice
 from federation.diagnosis.metrics import COMPARED
 
 CANDIDATES = ("federated", "local")  # in order of preference on ties
-
-
-@dataclass(frozen=True)
-class Choice:
-    deployed: str
-    reason: str
-    validation: dict[str, float]
-    n_val: int
 
 
 def objective(hits: dict[str, np.ndarray]) -> float:
@@ -43,13 +35,10 @@ def choose_sites(val_hits: dict[str, dict[str, dict[str, np.ndarray]]], min_val:
         scores = {c: objective(val_hits[c][site]) for c in CANDIDATES}
         choices[site] = Choice(_best(scores), "best on validation", scores, n_val)
     able = [s for s in sites if choices[s].validation]
-    if able:
-        pooled = {c: objective({m: np.concatenate([val_hits[c][s][m] for s in able]) for m in COMPARED}) for c in CANDIDATES}
-        for site in sites:
-            if not choices[site].validation:
-                reason = f"{choices[site].reason}: the candidate best on the pooled validation patients of {len(able)} sites"
-                choices[site] = Choice(_best(pooled), reason, {f"consortium {c}": v for c, v in pooled.items()}, choices[site].n_val)
-    return choices
+    if not able:
+        return choices
+    pooled = {c: objective({m: np.concatenate([val_hits[c][s][m] for s in able]) for m in COMPARED}) for c in CANDIDATES}
+    return borrow_consortium_choice(choices, Choice(_best(pooled), "", pooled, 0), len(able), unit="candidate")
 
 
 def _best(scores: dict[str, float]) -> str:

@@ -201,7 +201,7 @@ def _deployed(ctx: Context, per_site, shared):
     for site, choice in choices.items():
         model, tables, evidence = ctx.trained[choice.deployed][site]
         hits[site] = _evaluate(model, tables, ctx, evidence, test[site])
-        ctx.deployment[site] = {"deployed": choice.deployed, "reason": choice.reason, "n_val": choice.n_val, "validation": {k: round(v, 4) for k, v in choice.validation.items()}}
+        ctx.deployment[site] = choice.as_record()
     return hits, None
 
 
