@@ -133,11 +133,9 @@ def _check_adaptation(cfg: DictConfig) -> None:
     adaptation = cfg.get("adaptation") or {}
     if not adaptation.get("enabled"):
         return
-    from federation.adaptation.deploy import APPROACH_OF, METHODS
+    from federation.adaptation.deploy import APPROACH_OF, check_methods
 
-    unknown = [m for m in adaptation.get("methods") or [] if m not in METHODS]
-    if unknown:
-        raise ConfigError("adaptation.methods", adaptation.methods, f"unknown {unknown}; known: {list(METHODS)}")
+    check_methods(adaptation.get("methods"))
     whole(cfg, "adaptation.finetune.max_epochs", 1)
     whole(cfg, "adaptation.finetune.patience", 0)
     whole(cfg, "adaptation.calibration.folds", 2)

@@ -21,6 +21,7 @@ from federation.adaptation.calibration import fit_adjustment
 from federation.adaptation.finetune import FineTuneSettings, fine_tune
 from federation.adaptation.selection import SelectionSettings, choose_all
 from federation.evaluation import predict
+from federation.settings import ConfigError
 from federation.site import Site
 from federation.state import StateDict, set_state
 
@@ -41,13 +42,17 @@ class AdaptationSettings:
     @staticmethod
     def from_cfg(cfg: DictConfig) -> AdaptationSettings:
         plain = OmegaConf.to_container(cfg, resolve=True)
-        unknown = set(plain.get("methods", ())) - set(METHODS)
-        if unknown:
-            raise ValueError(f"adaptation.methods: unknown {sorted(unknown)}; known: {list(METHODS)}")
+        check_methods(plain.get("methods", ()))
         return AdaptationSettings(
             tuple(plain.get("methods", ())), bool(plain.get("include_local", True)), float(plain.get("calibration", {}).get("l2", 0.01)),
             int(plain.get("calibration", {}).get("folds", 5)), FineTuneSettings(**plain.get("finetune", {})), SelectionSettings(**plain.get("select", {})),
         )
+
+
+def check_methods(methods) -> None:
+    unknown = [m for m in methods or () if m not in METHODS]
+    if unknown:
+        raise ConfigError("adaptation.methods", list(methods), f"unknown {unknown}; known: {list(METHODS)}")
 
 
 @dataclass
