@@ -16,7 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from federation.adaptation.deploy import AdaptationSettings, deploy
+from federation.adaptation.deploy import AdaptationSettings, approach_order, deploy
 from federation.adaptation.report import add_deployment, compare, deployment_table
 from federation.attacks import with_attackers
 from federation.baselines import train_local, train_pooled
@@ -104,7 +104,7 @@ def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     summary = summaries[0] if len(runs) == 1 else combine_seeds(summaries, seeds)
     if len(runs) > 1 and "deployment" in summaries[0]:
         summary["deployment"] = {f"seed {s}": r["deployment"] for s, r in zip(seeds, summaries)}
-        summary["deployed_vs_local"] = compare([r.predictions for r in runs], int(cfg.adaptation.get("bootstrap_resamples", 2000)), seeds[0])
+        summary["deployed_vs_local"] = compare([r.predictions for r in runs], AdaptationSettings.from_cfg(cfg.adaptation).bootstrap_resamples, seeds[0])
     table = markdown_table(summary, cfg.get("report", {}).get("table_metrics"), reference=cfg.get("report", {}).get("reference"))
     table += deployment_table(summary)
     # Variant scoring (experiment=vus): held-out genes vs single in-silico scores, calibration (federation/vus_evaluation.py).
@@ -160,7 +160,8 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path)
     predictions |= baselines
     deployments = {}
     if cfg.get("adaptation", {}).get("enabled"):  # what each site deploys, chosen on its validation split
-        deployments = deploy(module, sites, federation.global_state, local_states, AdaptationSettings.from_cfg(cfg.adaptation), seed, device)
+        adaptation = AdaptationSettings.from_cfg(cfg.adaptation)
+        deployments = deploy(module, sites, federation.global_state, local_states, adaptation, seed, device)
         _record_deployments(cfg, run_dir, deployments)
         for name, deployment in deployments.items():
             for approach, pair in deployment.test.items():
@@ -168,14 +169,15 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path)
     if extra:
         predictions["knowledge"] = extra.knowledge_predictions()
 
-    ordered = {a: predictions[a] for a in APPROACHES if a in predictions}
+    adapted = next(iter(deployments.values())).test if deployments else {}  # e.g. finetuned+calibrated, beside APPROACHES
+    ordered = {a: predictions[a] for a in approach_order(APPROACHES, adapted) if a in predictions}
     metrics = cfg.get("report", {}).get("metrics")
     summary = build_summary(cfg.task, ordered, {s.name: s.n_train for s in sites}, dict(metrics) if metrics else None)
     if extra:
         trained_labels = {s.name: set(s.data.splits["train"].labels) for s in sites}
         summary = extra.add_to(summary) | {"extra_evaluation": extra.facts(trained_labels)}
     if deployments:
-        summary = add_deployment(summary, deployments, predictions, int(cfg.adaptation.get("bootstrap_resamples", 2000)), seed)
+        summary = add_deployment(summary, deployments, predictions, adaptation.bootstrap_resamples, seed)
     if cfg.federation.get("compression"):
         summary["communication"] = _update_bytes(compressing, cfg.federation.compression)
     return SeedRun(summary, federation.history, final_model, ordered)

@@ -133,9 +133,10 @@ def _check_adaptation(cfg: DictConfig) -> None:
     adaptation = cfg.get("adaptation") or {}
     if not adaptation.get("enabled"):
         return
-    from federation.adaptation.deploy import APPROACH_OF, check_methods
+    from federation.adaptation.deploy import CANDIDATES, check_methods, check_selection
 
-    check_methods(adaptation.get("methods"))
+    check_methods(adaptation.get("methods"), adaptation.get("report_only"))
+    check_selection(adaptation.get("select_on", "log_loss"), adaptation.get("select") or {})
     whole(cfg, "adaptation.finetune.max_epochs", 1)
     whole(cfg, "adaptation.finetune.patience", 0)
     whole(cfg, "adaptation.calibration.folds", 2)
@@ -144,9 +145,8 @@ def _check_adaptation(cfg: DictConfig) -> None:
     whole(cfg, "adaptation.select.min_val", 0)
     whole(cfg, "adaptation.bootstrap_resamples", 1)
     fallback = adaptation.get("select", {}).get("fallback", "federated")
-    candidates = ("federated", "local", *APPROACH_OF.values())
-    if fallback not in candidates:
-        raise ConfigError("adaptation.select.fallback", fallback, f"must be one of {list(candidates)}")
+    if fallback not in CANDIDATES:
+        raise ConfigError("adaptation.select.fallback", fallback, f"must be one of {list(CANDIDATES)}")
 
 
 def check_privacy(cfg: DictConfig, section: str = "privacy") -> None:

@@ -10,9 +10,11 @@ from support import tiny_module, tiny_site
 
 from federation.adaptation.calibration import fit_adjustment
 from federation.adaptation.comparison import paired_difference, verdict
-from federation.adaptation.deploy import AdaptationSettings
+from federation.adaptation.deploy import AdaptationSettings, _cross_fitted, approach_order, deploy
 from federation.adaptation.finetune import FineTuneSettings, fine_tune, validation_loss
-from federation.adaptation.selection import SelectionSettings, choose, choose_all
+from federation.adaptation.selection import SelectionSettings, choose, choose_all, log_loss
+from federation.evaluation import predict
+from federation.settings import ConfigError, check_training_config
 from federation.state import get_state, set_state, trainable_keys
 from modalities.tables import split_rows
 
@@ -55,10 +57,37 @@ def _candidates(n: int = 20) -> dict:
 
 
 def test_selection_deploys_the_best_on_validation_and_prefers_the_first_listed_on_ties():
-    choice = choose("s", _candidates(), SelectionSettings())
+    choice = choose("s", _candidates(), SelectionSettings(on="accuracy"))
     assert choice.deployed == "calibrated"  # ties with local, listed before it
     assert choice.validation == {"federated": 0.0, "calibrated": 1.0, "local": 1.0}
-    assert choice.reason == "best on validation"
+    assert (choice.reason, choice.criterion) == ("best on validation", "accuracy")
+
+
+def test_selection_on_log_loss_by_default_takes_the_lowest_and_records_the_criterion():
+    choice = choose("s", _candidates(), SelectionSettings())
+    assert choice.deployed == "calibrated"  # ties with local, listed before it
+    assert choice.validation["calibrated"] == pytest.approx(log_loss(*_candidates()["calibrated"]))
+    assert choice.validation["calibrated"] < choice.validation["federated"]
+    assert choice.as_record()["criterion"] == "log_loss"
+
+
+def _confidently_wrong_vs_modestly_right(n: int = 20) -> dict:
+    """`finetuned`: right on 18 of 20 but by a hair, and sure of itself on the 2 it gets wrong (higher accuracy);
+    `calibrated`: right on 16 by a clear margin, unsure on the 4 it misses (lower log loss)."""
+    labels = torch.arange(n) % 2
+    sign = labels * 2 - 1.0
+    hair = torch.where(torch.arange(n) < 2, -10.0, 0.2) * sign
+    clear = torch.where(torch.arange(n) < 4, -0.5, 2.0) * sign
+    as_logits = lambda margin: torch.stack([torch.zeros(n), margin], 1)  # noqa: E731
+    return {"federated": (torch.zeros(n, 2), labels), "calibrated": (as_logits(clear), labels), "finetuned": (as_logits(hair), labels)}
+
+
+def test_accuracy_and_log_loss_choose_differently_and_the_log_loss_choice_is_recorded():
+    candidates = _confidently_wrong_vs_modestly_right()
+    assert choose("s", candidates, SelectionSettings(on="accuracy")).deployed == "finetuned"
+    record = choose_all({"s": candidates}, SelectionSettings())["s"].as_record()
+    assert (record["deployed"], record["criterion"]) == ("calibrated", "log_loss")
+    assert record["validation"]["calibrated"] < record["validation"]["finetuned"]
 
 
 def test_selection_keeps_the_global_model_when_it_is_as_good():
@@ -88,13 +117,14 @@ def test_a_site_too_small_to_choose_takes_the_method_the_consortiums_pooled_vali
     assert choices["big"].deployed == "calibrated"
     assert choices["small"].deployed == "calibrated"
     assert choices["small"].reason.startswith("validation too small (4 < 10 patients): the method best on the pooled validation")
+    assert choices["small"].criterion == "log_loss" and "consortium calibrated" in choices["small"].validation
     alone = choose_all({"small": small}, SelectionSettings())  # nobody can choose: the global model
     assert (alone["small"].deployed, alone["small"].validation) == ("federated", {})
 
 
-def test_selection_refuses_an_unknown_metric_or_fallback():
-    with pytest.raises(ValueError, match="not a metric"):
-        choose("s", _candidates(), SelectionSettings(metric="f1"))
+def test_selection_refuses_an_unknown_criterion_or_fallback():
+    with pytest.raises(ValueError, match="select_on 'f1' is not one of"):
+        choose("s", _candidates(), SelectionSettings(on="f1"))
     with pytest.raises(ValueError, match="fallback 'pooled' is not among"):
         choose("s", _candidates(), SelectionSettings(fallback="pooled"))
 
@@ -164,6 +194,60 @@ def test_adaptation_config_refuses_an_unknown_method():
         AdaptationSettings.from_cfg(OmegaConf.create({"methods": ["calibrate", "apfl"]}))
 
 
+@pytest.mark.parametrize(
+    ("overrides", "setting"),
+    [({"select_on": "auroc"}, "adaptation.select_on"), ({"select": {"metric": "accuracy"}}, "adaptation.select.metric"),
+     ({"methods": ["calibrate", "ditto"], "report_only": ["ditto"]}, "adaptation.report_only"),
+     ({"report_only": ["calibrate"]}, "adaptation.report_only")],
+)
+def test_adaptation_config_refuses_a_bad_criterion_or_report_only_naming_the_setting(overrides, setting):
+    from omegaconf import OmegaConf
+
+    with pytest.raises(ConfigError) as refused:
+        AdaptationSettings.from_cfg(OmegaConf.create({"methods": ["calibrate", "finetune"], **overrides}))
+    assert refused.value.setting == setting
+
+
+def test_the_training_config_check_refuses_a_bad_select_on_before_any_data_is_read():
+    from support import compose_config
+
+    with pytest.raises(ConfigError) as refused:
+        check_training_config(compose_config(["adaptation.select_on=auroc"]), paths=False)
+    assert refused.value.setting == "adaptation.select_on"
+
+
+def test_adaptation_settings_read_the_default_criterion_and_resamples_from_train_yaml():
+    from support import compose_config
+
+    settings = AdaptationSettings.from_cfg(compose_config(["adaptation.bootstrap_resamples=300"]).adaptation)
+    assert (settings.select.on, settings.bootstrap_resamples, settings.report_only) == ("log_loss", 300, ())
+
+
+def test_calibrated_versions_of_every_candidate_are_scored_out_of_fold_and_recorded():
+    module, site = tiny_module(), _site_with_test()
+    start = get_state(module, trainable_keys(module))
+    g = torch.Generator().manual_seed(1)
+    local = {k: v + 0.3 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in start.items()}
+    settings = AdaptationSettings(("calibrate", "finetune"), finetune=FineTuneSettings(max_epochs=2, patience=1), report_only=("ditto",))
+    deployment = deploy(module, [site], start, {site.name: local}, settings, seed=0, device="cpu")[site.name]
+    record = deployment.record
+    assert list(record["validation"]) == ["federated", "calibrated", "finetuned", "finetuned+calibrated", "local", "local+calibrated"]
+    assert record["criterion"] == "log_loss" and set(record["fitted"]["finetuned+calibrated"]) == {"temperature", "bias"}
+    set_state(module, local)
+    val = predict(module.model, site.loader("val"))
+    assert record["validation"]["local+calibrated"] == pytest.approx(log_loss(_cross_fitted(*val, settings), val[1]), abs=1e-4)
+    assert "ditto" in deployment.test and "ditto" not in record["validation"]  # shown, never deployed
+    best = min(record["validation"].values())
+    assert record["deployed"] == next(k for k, v in record["validation"].items() if v == best)
+    assert deployment.test["deployed"] is deployment.test[record["deployed"]]
+
+
+def test_adaptation_approaches_the_report_does_not_list_go_just_before_deployed():
+    known = ("local", "federated", "calibrated", "finetuned", "deployed", "pooled")
+    order = approach_order(known, ["federated", "calibrated", "finetuned", "finetuned+calibrated", "local+calibrated"])
+    assert order == ["local", "federated", "calibrated", "finetuned", "finetuned+calibrated", "local+calibrated", "deployed", "pooled"]
+
+
 def test_a_validation_split_carved_from_training_rows_is_disjoint_and_stratified():
     targets = [0] * 60 + [1] * 40
     split = {"method": "train_test_split", "train_fraction": 0.66, "random_state": 43, "val_fraction": 0.25}
@@ -188,10 +272,48 @@ def test_a_heart_run_records_what_every_site_deployed_in_summary_and_ledger(tmp_
     summary = run_experiment(cfg, tmp_path)
     assert set(summary["deployment"]) == set(summary["sites"])
     for site, record in summary["deployment"].items():
-        assert record["deployed"] in {"federated", "calibrated", "finetuned", "local"}
+        assert record["deployed"] in {"federated", "calibrated", "finetuned", "finetuned+calibrated", "local", "local+calibrated"}
+        assert record["criterion"] == "log_loss" and "finetuned+calibrated" in summary["sites"][site]
         deployed = summary["sites"][site]["deployed"]["accuracy"]
         assert deployed == summary["sites"][site][record["deployed"]]["accuracy"]
         assert summary["deployed_vs_local"][site]["low"] <= summary["deployed_vs_local"][site]["mean"] <= summary["deployed_vs_local"][site]["high"]
     ledger = [json.loads(line) for line in (tmp_path / "ledger.jsonl").read_text().splitlines()]
     deployed = {e["data"]["site"]: e["data"]["deployed"] for e in ledger if e["kind"] == "deployment"}
     assert deployed == {s: r["deployed"] for s, r in summary["deployment"].items()}
+
+
+def _every_site(monkeypatch):
+    """benchmarks/every_site.py as a module (it imports benchmarks/strategies.py as a sibling)."""
+    import importlib.util
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+    spec = importlib.util.spec_from_file_location("every_site_benchmark", folder / "every_site.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_site_shows_fedrep_and_fedbn_only_where_the_model_makes_them_differ(monkeypatch):
+    every_site = _every_site(monkeypatch)
+    shown = {"report_only": ["finetune_head", "ditto"], "fedbn": True}
+    assert every_site.plan(shown, {"body": True, "normalisation": True}) == (["finetune_head", "ditto"], True, [])
+    report_only, fedbn, skipped = every_site.plan(shown, {"body": False, "normalisation": False})  # logistic regression
+    assert (report_only, fedbn) == (["ditto"], False)
+    assert [s.split(" ")[0] for s in skipped] == ["finetuned_head", "fedbn:"]
+
+
+def test_every_site_puts_the_fedbn_runs_federated_figures_beside_federated(monkeypatch):
+    every_site = _every_site(monkeypatch)
+    figures = lambda a: {"accuracy": a}  # noqa: E731
+    summary = {"metric_names": ["accuracy"], "sites": {"s": {"n_train": 5, "n_test": 4, "local": figures(0.5), "federated": figures(0.6), "deployed": figures(0.7)}},
+               "overall": {"local": figures(0.5), "federated": figures(0.6), "deployed": figures(0.7)},
+               "mean_over_sites": {"local": figures(0.5), "federated": figures(0.6), "deployed": figures(0.7)},
+               "deployment": {"s": {"deployed": "federated", "reason": "best on validation", "criterion": "log_loss"}}}
+    fedbn = {"sites": {"s": {"federated": figures(0.8)}}, "overall": {"federated": figures(0.8)}, "mean_over_sites": {"federated": figures(0.8)}}
+    merged = every_site.with_fedbn(summary, fedbn)
+    assert every_site.columns(merged) == ["local", "federated", "fedbn", "deployed"]
+    text = every_site.section("b", {}, merged, 1.0, "cmd")
+    assert "| s | 5 | 4 | 0.500 | 0.600 | 0.800 | 0.700 |" in text
+    assert "Chosen on validation log loss. Shown only, never deployed: fedbn." in text

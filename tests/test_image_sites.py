@@ -285,7 +285,7 @@ def test_breastmnist_experiment_runs_on_any_archive_of_the_format(tmp_path, spat
     assert list(summary["sites"]) == ["site_0", "site_1", "site_2"]
     assert summary["metric_names"] == ["accuracy", "auroc"]
     assert sum(site["n_test"] for site in summary["sites"].values()) == SIZES["test"]
-    assert set(summary["overall"]) == {"local", "federated", "calibrated", "finetuned", "deployed", "pooled"}
+    assert set(summary["overall"]) == {"local", "federated", "calibrated", "finetuned", "finetuned+calibrated", "local+calibrated", "deployed", "pooled"}
 
 
 def test_image_folder_split_column_is_kept(tmp_path):

@@ -1,15 +1,25 @@
 """Every site's candidates, scored on its validation split, and the one it deploys: the `deployed` column.
 
 For each site: the global model as the site runs it (`federated`), each configured
-adaptation of it (`calibrated`, `finetuned`, `finetuned_head`, `ditto`) and the site's own
-local-only model (`local`) predict the site's validation and test patients; the site
-chooses on validation (selection.py; a site with too few validation patients takes
-the method the consortium's pooled validation favours) and its test predictions under
-`deployed` are those of its choice. Calibration is scored on validation out of fold (cross-fitting),
+adaptation of it (`finetuned`, `finetuned_head`, `ditto`) and the site's own local-only
+model (`local`) predict the site's validation and test patients. `calibrate` adds a
+calibrated version of every one of these base candidates: `calibrated` (of the global
+model, the name it always had), `finetuned+calibrated`, `local+calibrated`, and so on;
+calibration corrects a model's threshold and class prior for the site whichever model it
+is, and a fine-tuned or local-only network is not calibrated by being trained on the
+site's patients (networks trained on NLL are often overconfident: Guo et al., ICML 2017). The site chooses on
+validation (selection.py; a site with too few validation patients takes the method the
+consortium's pooled validation favours) and its test predictions under `deployed` are
+those of its choice. Calibration is scored on validation out of fold (cross-fitting),
 so the few numbers it fits on validation do not flatter it in the choice.
+
+`report_only` methods are fitted and their test predictions reported beside the
+candidates, but they never compete: a benchmark can show Ditto or FedRep without
+changing what the configured rule deploys.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -19,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from federation.adaptation.calibration import fit_adjustment
 from federation.adaptation.finetune import FineTuneSettings, fine_tune
-from federation.adaptation.selection import SelectionSettings, choose_all
+from federation.adaptation.selection import CRITERIA, SelectionSettings, choose_all
 from federation.evaluation import predict
 from federation.settings import ConfigError
 from federation.site import Site
@@ -27,7 +37,16 @@ from federation.state import StateDict, set_state
 
 METHODS = ("calibrate", "finetune", "finetune_head", "ditto")
 APPROACH_OF = {"calibrate": "calibrated", "finetune": "finetuned", "finetune_head": "finetuned_head", "ditto": "ditto"}
+BASES = ("federated", "finetuned", "finetuned_head", "ditto", "local")  # what `calibrate` calibrates, where present
 Pair = tuple[torch.Tensor, torch.Tensor]  # (logits, labels)
+
+
+def calibrated_name(base: str) -> str:
+    """`calibrated` for the global model (its name before the others could be calibrated), else `<base>+calibrated`."""
+    return "calibrated" if base == "federated" else f"{base}+calibrated"
+
+
+CANDIDATES = (*BASES, *(calibrated_name(b) for b in BASES))
 
 
 @dataclass(frozen=True)
@@ -38,27 +57,56 @@ class AdaptationSettings:
     calibration_folds: int = 5
     finetune: FineTuneSettings = field(default_factory=FineTuneSettings)
     select: SelectionSettings = field(default_factory=SelectionSettings)
+    report_only: tuple[str, ...] = ()
+    bootstrap_resamples: int = 2000   # deployed minus local-only: paired-bootstrap resamples over test patients
 
     @staticmethod
     def from_cfg(cfg: DictConfig) -> AdaptationSettings:
         plain = OmegaConf.to_container(cfg, resolve=True)
-        check_methods(plain.get("methods", ()))
+        methods, report_only = tuple(plain.get("methods") or ()), tuple(plain.get("report_only") or ())
+        check_methods(methods, report_only)
+        select_on = plain.get("select_on", "log_loss")
+        check_selection(select_on, plain.get("select") or {})
+        calibration = plain.get("calibration") or {}
         return AdaptationSettings(
-            tuple(plain.get("methods", ())), bool(plain.get("include_local", True)), float(plain.get("calibration", {}).get("l2", 0.01)),
-            int(plain.get("calibration", {}).get("folds", 5)), FineTuneSettings(**plain.get("finetune", {})), SelectionSettings(**plain.get("select", {})),
+            methods, bool(plain.get("include_local", True)), float(calibration.get("l2", 0.01)), int(calibration.get("folds", 5)),
+            FineTuneSettings(**plain.get("finetune", {})), SelectionSettings(select_on, **plain.get("select", {})),
+            report_only, int(plain.get("bootstrap_resamples", 2000)),
         )
 
 
-def check_methods(methods) -> None:
-    unknown = [m for m in methods or () if m not in METHODS]
-    if unknown:
-        raise ConfigError("adaptation.methods", list(methods), f"unknown {unknown}; known: {list(METHODS)}")
+def check_methods(methods, report_only=()) -> None:
+    """Known method names; a method either competes (`methods`) or is only shown (`report_only`), not both."""
+    for setting, names in (("adaptation.methods", methods), ("adaptation.report_only", report_only)):
+        unknown = [m for m in names or () if m not in METHODS]
+        if unknown:
+            raise ConfigError(setting, list(names), f"unknown {unknown}; known: {list(METHODS)}")
+    both = sorted(set(methods or ()) & set(report_only or ()))
+    if both:
+        raise ConfigError("adaptation.report_only", list(report_only), f"{both} already compete in adaptation.methods")
+    if "calibrate" in (report_only or ()):
+        raise ConfigError("adaptation.report_only", list(report_only), "calibrate makes candidates of the others; list it in adaptation.methods")
+
+
+def check_selection(select_on, select: dict) -> None:
+    """The criterion is a known one; `select.metric` (before select_on existed) is refused, not silently ignored."""
+    if select_on not in CRITERIA:
+        raise ConfigError("adaptation.select_on", select_on, f"must be one of {list(CRITERIA)}")
+    if "metric" in select:
+        raise ConfigError("adaptation.select.metric", select["metric"], "moved to adaptation.select_on (log_loss or accuracy)")
+
+
+def approach_order(known: Sequence[str], adapted: Iterable[str]) -> list[str]:
+    """`known` (the report's approaches) with the adaptation approaches it does not list put just before `deployed`."""
+    extra = [a for a in adapted if a not in known]
+    at = list(known).index("deployed") if "deployed" in known else len(known)
+    return [*known[:at], *extra, *known[at:]]
 
 
 @dataclass
 class SiteDeployment:
     test: dict[str, Pair]   # approach -> test predictions, `deployed` included
-    record: dict            # the choice, validation figures, reason, what each method fitted
+    record: dict            # the choice, the criterion, validation figures, reason, what each method fitted
 
 
 def deploy(module: L.LightningModule, sites: list[Site], global_state: StateDict, local_states: dict[str, StateDict], settings: AdaptationSettings, seed: int, device: str) -> dict[str, SiteDeployment]:
@@ -75,26 +123,42 @@ def deploy(module: L.LightningModule, sites: list[Site], global_state: StateDict
 
 
 def _candidates(module, site: Site, global_state: StateDict, local_state: StateDict | None, settings: AdaptationSettings, seed: int, device: str):
-    """(validation predictions, test predictions, what each method fitted) per candidate of one site."""
+    """(validation predictions of the candidates, test predictions of every approach, what each method fitted) at one site."""
     val, test, fitted = {}, {}, {}
     val["federated"], test["federated"] = _predict(module, site, site.personalise(global_state), device)
-    for method in settings.methods:
-        name = APPROACH_OF[method]
-        if not len(val["federated"][1]):  # nothing to fit or stop on: the method leaves the global model as it is
-            val[name], test[name], fitted[name] = val["federated"], test["federated"], {"skipped": "no validation patients"}
-        elif method == "calibrate":
-            adjustment = fit_adjustment(*val["federated"], l2=settings.calibration_l2)
-            fitted[name] = adjustment.as_record()
-            val[name] = (_cross_fitted(*val["federated"], settings), val["federated"][1])
-            test[name] = (adjustment(test["federated"][0]), test["federated"][1])
-        else:
-            part = "head" if method == "finetune_head" else "all"
-            mu = settings.finetune.proximal_mu if method == "ditto" else 0.0
-            state, fitted[name] = fine_tune(site, module, global_state, FineTuneSettings(settings.finetune.max_epochs, settings.finetune.patience, part, mu), seed)
-            val[name], test[name] = _predict(module, site, state, device)
+    for method in (*settings.methods, *settings.report_only):
+        if method != "calibrate":
+            name = APPROACH_OF[method]
+            val[name], test[name], fitted[name] = _fine_tuned(module, site, global_state, method, settings, seed, (val["federated"], test["federated"]), device)
     if settings.include_local and local_state is not None:
         val["local"], test["local"] = _predict(module, site, local_state, device)
-    return val, test, fitted
+    shown_only = [APPROACH_OF[m] for m in settings.report_only]
+    candidates = {}
+    for base in (b for b in val if b not in shown_only):
+        candidates[base] = val[base]
+        if "calibrate" in settings.methods:
+            name = calibrated_name(base)
+            candidates[name], test[name], fitted[name] = _calibrated(val[base], test[base], settings)
+    return candidates, {name: test[name] for name in (*candidates, *shown_only)}, fitted
+
+
+def _fine_tuned(module, site: Site, global_state: StateDict, method: str, settings: AdaptationSettings, seed: int, federated: tuple[Pair, Pair], device: str):
+    """(validation, test, record) of the global model fine-tuned at the site: all of it, its head (FedRep), or with Ditto's pull."""
+    if not len(federated[0][1]):  # nothing to stop on: the method leaves the global model as it is
+        return *federated, {"skipped": "no validation patients"}
+    part = "head" if method == "finetune_head" else "all"
+    mu = settings.finetune.proximal_mu if method == "ditto" else 0.0
+    state, record = fine_tune(site, module, global_state, FineTuneSettings(settings.finetune.max_epochs, settings.finetune.patience, part, mu), seed)
+    return *_predict(module, site, state, device), record
+
+
+def _calibrated(val: Pair, test: Pair, settings: AdaptationSettings) -> tuple[Pair, Pair, dict]:
+    """(validation, test, record) of a candidate calibrated on the site's validation split: the validation
+    logits cross-fitted (what the choice sees), the test logits under the adjustment fitted on all of validation."""
+    if not len(val[1]):
+        return val, test, {"skipped": "no validation patients"}
+    adjustment = fit_adjustment(*val, l2=settings.calibration_l2)
+    return (_cross_fitted(*val, settings), val[1]), (adjustment(test[0]), test[1]), adjustment.as_record()
 
 
 def _predict(module, site: Site, state: StateDict, device: str) -> tuple[Pair, Pair]:

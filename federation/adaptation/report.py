@@ -53,7 +53,9 @@ def deployment_table(summary: dict) -> str:
         rows.append(f"| {site} | {choices} | {_fmt(comparison.get(site))} |")
     if ALL in comparison:
         rows.append(f"| **{ALL}** | | {_fmt(comparison[ALL])} |")
-    return "\nWhat each site deployed, chosen on its own validation split (test patients never used):\n\n" + "\n".join(rows) + "\n"
+    criteria = sorted({r.get("criterion") for per_site in by_seed.values() for r in per_site.values()} - {None})
+    on = f" by {', '.join(criteria).replace('_', ' ')}" if criteria else ""
+    return f"\nWhat each site deployed, chosen on its own validation split{on} (test patients never used):\n\n" + "\n".join(rows) + "\n"
 
 
 def _fmt(difference: dict | None) -> str:
