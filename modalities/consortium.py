@@ -15,7 +15,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from modalities.dataset import load_site, site_labels
-from modalities.duplicates import phenopacket_keys, separate_duplicates
+from modalities.duplicates import image_keys, phenopacket_keys, separate_duplicates
 from modalities.labels import LabelSpace
 from modalities.quality import DEFAULT_MIN_COUNT, ReadStats, site_quality
 from modalities.shards import SHARD, cut_shards, parent_entries, shard_entries
@@ -64,7 +64,8 @@ def load_consortium(cfg: DictConfig, seed: int) -> Consortium:
     parents = {**OmegaConf.to_container(cfg, resolve=True), "sites": parent_entries(entries), "shards": None}
     consortium = loader(OmegaConf.create(parents), seed)
     min_count = int(cfg.get("quality", {}).get("min_count", DEFAULT_MIN_COUNT))
-    consortium.sites, consortium.quality = cut_shards(consortium.sites, entries, consortium.label_space.labels, seed, min_count)
+    consortium.sites, consortium.quality = cut_shards(consortium.sites, entries, consortium.label_space.labels, seed, min_count,
+                                                      consortium.quality)
     return consortium
 
 
@@ -83,6 +84,7 @@ def load_site_folders(cfg: DictConfig, seed: int) -> Consortium:
     sites, quality = [], {}
     min_count = int(cfg.get("quality", {}).get("min_count", DEFAULT_MIN_COUNT))
     keys: dict[str, dict[str, str]] = {}
+    pixels: dict[str, dict[str, str]] = {}
     for entry in entries:
         stats = ReadStats()
         splits = load_site(Path(entry["path"]), entry["modalities"], readers, label_space, seed=seed, fractions=fractions, stats=stats)
@@ -92,7 +94,9 @@ def load_site_folders(cfg: DictConfig, seed: int) -> Consortium:
             Path(entry["path"]), splits, entry["modalities"], readers, label_space.labels, min_count=min_count, phenopacket_stats=stats
         )
         keys[entry["name"]] = phenopacket_keys(Path(entry["path"]) / "phenopackets")
-    sites, duplicates = separate_duplicates(sites, lambda site, item: keys[site].get(item["patient_id"]))
-    if duplicates:  # identical phenopackets at several sites, or in one site's training and evaluation splits
+        pixels[entry["name"]] = image_keys(entry["modalities"], readers)  # like the stats: this site's, until the next is read
+    sites, duplicates = separate_duplicates(sites, lambda site, item: keys[site].get(item["patient_id"]),
+                                            images=lambda site, item: pixels[site].get(item["patient_id"]))
+    if duplicates:  # identical phenopackets or images at several sites, or in one site's training and evaluation splits
         quality["all_sites"] = {"duplicates": duplicates}
     return Consortium(sites, label_space, modalities, readers, quality)

@@ -16,6 +16,13 @@ Two loaders, named in `data.loader` (each `load_xxx(cfg, seed) -> Consortium`):
   column (`key`), from whole groups (`group`), or from the label-skew schemes;
   without a split column each site is split by a seeded stratified draw.
 
+The same image at several sites (or in one site's training and evaluation splits)
+is found by its decoded pixels (`modalities.imaging.pixel_key`, so a PNG and a
+NIfTI of one image match): an evaluation copy of an image some site trains on is
+removed from evaluation, and the counts go to quality.json under
+`all_sites.duplicates.images` (modalities/duplicates.py). Each site's own report
+still counts its identical pixels (archives) or files (folders) as read.
+
 Every image becomes the `imaging` input of one record, shaped [1, *spatial] and
 scaled to [0, 1] per image by the same MONAI transforms ImageReader uses (and
 resized to the reader's `spatial_size`), so the default imaging encoder and
@@ -51,7 +58,8 @@ from torch import Tensor
 from modalities.base import DataError, Modality, regular_file
 from modalities.consortium import Consortium
 from modalities.dataset import SiteDataset
-from modalities.imaging import ImageReader, check_min_size
+from modalities.duplicates import separate_duplicates
+from modalities.imaging import ImageReader, check_min_size, pixel_key
 from modalities.labels import LabelSpace
 from modalities.partition import (
     Partition,
@@ -121,6 +129,8 @@ def load_npz_sites(cfg: DictConfig, seed: int) -> Consortium:
         quality[name] = collection_quality(splits, IMAGING, label_space.labels, min_count, fields={"spatial_size": list(reader.spatial_size)},
                                            repairs=_npz_repairs(archives, members, reader.spatial_size),
                                            duplicates=image_quality(hashes, [r["split"] for r in members]))
+    keys = {r["id"]: pixel_key(archives[r["array"][0]][r["split"]][0][r["array"][2]]) for r in records}
+    sites = _separate_image_duplicates(sites, keys, quality)
     return Consortium(sites, label_space, [IMAGING], {IMAGING: reader}, quality)
 
 
@@ -195,6 +205,7 @@ def load_image_folder_sites(cfg: DictConfig, seed: int) -> Consortium:
     fractions = OmegaConf.to_container(cfg.split_fractions) if cfg.get("split_fractions") else None
 
     sites, quality, min_count = [], {}, min_count_from(cfg)
+    reader.pixel_keys = {}  # filled by reader.load, one key per image id, for the cross-site check below
     for s, name in enumerate(partition.names):
         members = [records[i] for i in partition.members(s)]
         converted = _rgb_to_grey_count(reader)
@@ -212,6 +223,8 @@ def load_image_folder_sites(cfg: DictConfig, seed: int) -> Consortium:
         hashes = [content_hash(path.read_bytes()) for _, path in in_split]  # whole files: identical bytes, not only pixels
         quality[name] = collection_quality(splits, IMAGING, label_space.labels, min_count, fields={"spatial_size": list(reader.spatial_size)},
                                            repairs=repairs, duplicates=image_quality(hashes, [split for split, _ in in_split], "identical_files"))
+    keys, reader.pixel_keys = reader.pixel_keys, {}  # the reader goes on to the sites without them
+    sites = _separate_image_duplicates(sites, keys, quality)
     return Consortium(sites, label_space, [IMAGING], {IMAGING: reader}, quality)
 
 
@@ -262,6 +275,14 @@ def _load_item(reader: ImageReader, record: dict, label_space: LabelSpace) -> di
 
 
 # ---------------------------------------------------------------- shared
+
+
+def _separate_image_duplicates(sites: list[SiteData], keys: dict[str, str], quality: dict) -> list[SiteData]:
+    """The sites without evaluation copies of training images; the counts to `quality["all_sites"]` (when any)."""
+    sites, duplicates = separate_duplicates(sites, images=lambda site, item: keys.get(item["patient_id"]))
+    if duplicates:
+        quality["all_sites"] = {"duplicates": duplicates}
+    return sites
 
 
 def _npz_repairs(archives: dict, members: list[dict], spatial_size: Sequence[int]) -> ReadStats:

@@ -9,6 +9,11 @@ channel is configured (counted as `rgb_to_grey` in `stats`); any other channel
 mismatch is an error, and so is a NaN or infinite pixel. An image with an axis
 shorter than `min_size` pixels (default 4) is refused rather than stretched to
 `spatial_size`: resizing a 1x1 image invents every pixel the model sees.
+
+Each image read is also keyed by its decoded pixels (`pixel_key`: the array as
+decoded and checked, before scaling and resizing, with its shape), kept per
+patient in `pixel_keys` for the site last read, so the consortium can find the
+same image at several sites whatever file format carried it (modalities/duplicates.py).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import numpy as np
 from monai.data import MetaTensor
 from monai.transforms import Compose, LoadImage, Resize, ScaleIntensity
 from torch import Tensor
@@ -24,6 +30,7 @@ from torch import Tensor
 from modalities.base import DataError, regular_file
 from modalities.patient_files import patient_files
 from modalities.phenopacket_io import PatientRecord
+from modalities.quality import content_hash
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _LUMA = (0.299, 0.587, 0.114)
@@ -102,21 +109,19 @@ class ImageReader:
         self.channels = int(channels)
         self.min_size = int(min_size)
         self._check = _CheckShape(self.spatial_dims, self.channels, self.min_size)
-        self.transform = Compose(
-            [
-                LoadImage(image_only=True, ensure_channel_first=True),
-                self._check,
-                ScaleIntensity(),
-                Resize(self.spatial_size),
-            ]
-        )
+        self.decode = Compose([LoadImage(image_only=True, ensure_channel_first=True), self._check])
+        self.prepare = Compose([ScaleIntensity(), Resize(self.spatial_size)])
         self.stats: Counter[str] = Counter()
+        self.pixel_keys: dict[str, str] = {}  # patient id -> pixel_key, for the site last read
 
     def load(self, path: Path, patient_id: str | None = None) -> Tensor:
-        """One image as a float tensor [channels, *spatial_size]."""
+        """One image as a float tensor [channels, *spatial_size]; its pixel key goes to `pixel_keys[patient_id]`."""
         regular_file(path, record=patient_id)  # a named pipe would block the read
         try:
-            image = self.transform(str(path))
+            decoded = self.decode(str(path))
+            if patient_id is not None:
+                self.pixel_keys[patient_id] = pixel_key(decoded)
+            image = self.prepare(decoded)
         except Exception as err:
             cause = _data_error_in(err)
             if cause is not None:
@@ -127,7 +132,7 @@ class ImageReader:
         return image.float().contiguous()
 
     def read_site(self, site_dir: Path, records: list[PatientRecord]) -> dict[str, Tensor]:
-        self.stats = Counter()
+        self.stats, self.pixel_keys = Counter(), {}
         known = {r.patient_id for r in records}
         files = patient_files(Path(site_dir) / self.dir, IMAGE_SUFFIXES, known, "image", self.stats)
         converted_before = self._check.rgb_to_grey
@@ -140,6 +145,19 @@ class ImageReader:
         if not items:
             raise ValueError("cannot collate an empty batch")
         return torch.stack(items)
+
+
+def pixel_key(pixels) -> str:
+    """A content hash of decoded pixels: their values as float32 and their shape, never the file's bytes.
+
+    Two files hold the same image when they decode to the same pixels, whatever the
+    container (PNG, NIfTI, DICOM, an archive's array) or its header and compression;
+    the values are compared as float32 (as MONAI's LoadImage decodes every format), so
+    8-bit and float copies of one image match too. Only compared, never reported.
+    """
+    if isinstance(pixels, Tensor):
+        pixels = pixels.detach().cpu().numpy()
+    return content_hash(np.ascontiguousarray(pixels, dtype=np.float32))
 
 
 def _data_error_in(err: BaseException | None) -> DataError | None:

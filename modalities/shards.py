@@ -12,10 +12,16 @@ The plan (site names) comes from config alone: a shard entry carries
 `shard: {of, index, count}`, so a deployed site narrowed to one shard entry loads
 its parent with the data config's own loader, cuts it with the same seed and
 keeps its shard: the same records as in simulation.
+
+Each shard gets its own quality report (its parent, sizes and labels); the
+consortium-wide report the parents' loader made (`all_sites`: duplicates found
+across the declared sites and removed from evaluation, repairs, the label space)
+is carried over as it is: the cut moves records between sites, never adds or
+removes one, so those counts hold for the shards too.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modalities.dataset import SiteDataset
@@ -25,6 +31,8 @@ from modalities.site_data import SiteData
 
 SHARD = "shard"
 """The key of a shard entry: {"of": parent site name, "index": j, "count": k}."""
+CONSORTIUM_WIDE = "all_sites"
+"""The quality report's consortium-wide entry, which the cut carries over unchanged."""
 
 
 def shard_entries(entries: Sequence[dict], total: int | None) -> list[dict]:
@@ -57,8 +65,8 @@ def parent_entries(entries: Sequence[dict]) -> list[dict]:
 
 
 def cut_shards(sites: Sequence[SiteData], entries: Sequence[dict], labels: Sequence[str], seed: int,
-               min_count: int) -> tuple[list[SiteData], dict[str, dict[str, Any]]]:
-    """The shard entries' sites, cut from their loaded parents; and each shard's quality aggregates."""
+               min_count: int, parents_quality: Mapping[str, Any] | None = None) -> tuple[list[SiteData], dict[str, dict[str, Any]]]:
+    """The shard entries' sites, cut from their loaded parents; each shard's quality aggregates, and the parents' `all_sites`."""
     by_name = {site.name: site for site in sites}
     cut, quality, dealt = [], {}, {}
     for entry in entries:
@@ -71,6 +79,8 @@ def cut_shards(sites: Sequence[SiteData], entries: Sequence[dict], labels: Seque
         quality[str(entry["name"])] = {"shard_of": parent.name, "n_patients": sum(len(s) for s in splits.values()),
                                        "splits": {name: len(s) for name, s in splits.items()},
                                        "min_count": int(min_count), "labels": label_histogram(splits, labels, min_count)}
+    if CONSORTIUM_WIDE in (parents_quality or {}):
+        quality[CONSORTIUM_WIDE] = parents_quality[CONSORTIUM_WIDE]
     return cut, quality
 
 

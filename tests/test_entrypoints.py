@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from safetensors.torch import save_file
@@ -20,7 +21,7 @@ from support import ROOT, compose_config
 from test_registry import _history
 from test_vus_experiment import score_cfg, trained  # noqa: F401  trained: the module's small experiment=vus run
 
-from federation.entrypoint import EXIT_CONFIG, EXIT_INPUT, exit_status, one_line, remove_run_folder
+from federation.entrypoint import EXIT_CONFIG, EXIT_INPUT, compose_line, exit_status, one_line, remove_run_folder
 from federation.experiment import run_experiment
 from federation.governance.ledger import read_ledger
 from federation.governance.registry import Registry
@@ -246,6 +247,82 @@ def test_a_required_setting_without_a_value_is_one_line(tmp_path):
 
     assert_one_line(result, EXIT_CONFIG, "run_dir")
     assert not (tmp_path / "job").exists()
+
+
+# ---- overrides Hydra cannot compose: one line naming the override, status 2, nothing written ------------------
+
+COMPOSE_REFUSALS = [
+    ("train.py", "experiment=nope", "available options in 'experiment': "),  # an unknown group option: the options listed
+    ("train.py", "federation.no_such_key=1", "+federation.no_such_key=1"),  # an unknown key: how to add one instead
+    ("train.py", "federation.rounds=[1,", "no viable alternative"),  # an override that does not parse
+    ("diagnose.py", "no_such_key=1", "not in struct"),
+    ("score_vus.py", "input=[a,", "no viable alternative"),
+]
+
+
+@pytest.mark.parametrize("name, override, reason", COMPOSE_REFUSALS, ids=[f"{n} {o}" for n, o, _ in COMPOSE_REFUSALS])
+def test_an_override_hydra_cannot_compose_is_one_line_status_2_and_no_run_folder(tmp_path, name, override, reason):
+    result = run_script(name, override, f"hydra.run.dir={tmp_path / 'run'}")
+
+    line = assert_one_line(result, EXIT_CONFIG, f"error: {override}: ", reason)
+    assert "Config search path" not in line and "HYDRA_FULL_ERROR" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_group_option_lists_every_option_hydra_offers(tmp_path):
+    result = run_script("train.py", "experiment=nope", f"hydra.run.dir={tmp_path / 'run'}")
+
+    offered = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+    assert assert_one_line(result, EXIT_CONFIG).endswith(", ".join(offered))
+
+
+def test_a_refused_override_under_hydra_full_error_shows_hydras_own_output(tmp_path):
+    result = run_script("train.py", "experiment=nope", f"hydra.run.dir={tmp_path / 'run'}", full_error=True)
+
+    assert result.returncode != 0 and result.returncode != EXIT_CONFIG
+    assert "Traceback" in result.stderr and "MissingConfigException" in result.stderr and "Config search path" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_refused_override_with_help_or_in_a_sweep_is_one_line_too(tmp_path):
+    helped = run_script("train.py", "--help", "data=nope")
+    swept = run_script("train.py", "--multirun", "experiment=smoke,nope", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+
+    assert_one_line(helped, EXIT_CONFIG, "error: data=nope: ", "image_folder")  # was a traceback
+    assert_one_line(swept, EXIT_CONFIG, "error: experiment=smoke,nope: ", "heart_flamby")
+    assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["multirun.yaml"]  # the sweep's record; no job ran
+
+
+def test_cfg_job_still_prints_the_composed_config_and_writes_no_run_folder(tmp_path):
+    result = run_script("train.py", "--cfg", "job", "federation.rounds=3", f"hydra.run.dir={tmp_path / 'run'}")
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rounds: 3" in result.stdout and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["data=nope"], "data=nope: In 'train': Could not find 'data/nope'; available options in 'data': breastmnist, heart, image_folder"),
+    (["seed=1", "~no_key"], "~no_key: Could not delete from config. 'no_key' does not exist."),
+    (["+federation.rounds=3"], "+federation.rounds=3: Could not append to config."),
+    (["federation.rounds=2", "hydra/launcher=nope"], "hydra/launcher=nope: In 'hydra/config': Could not find 'hydra/launcher/nope'"),
+])  # fmt: skip
+def test_a_composition_error_names_the_override_as_typed(monkeypatch, argv, named):
+    monkeypatch.setattr(sys, "argv", ["train.py", "--multirun", *argv])
+
+    with pytest.raises(ConfigCompositionException) as refused:
+        compose_config(argv)
+
+    assert compose_line(refused.value).startswith(named)
+    assert "\n" not in compose_line(refused.value)
+
+
+def test_a_composition_error_without_a_typed_override_names_the_group_hydra_looked_in(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+
+    with pytest.raises(ConfigCompositionException) as refused:
+        compose_config(["model=nope"])
+
+    assert compose_line(refused.value).startswith("model: In 'train': Could not find 'model/nope'")
 
 
 @pytest.mark.slow  # about 12 s, the governance package's imports; the in-process cases below run by default

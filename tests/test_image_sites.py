@@ -12,6 +12,7 @@ from support import compose_config
 
 from federation.experiment import run_experiment
 from modalities.base import DataError
+from modalities.consortium import load_site_folders
 from modalities.dataset import collate_batch
 from modalities.image_sites import (
     load_image_folder_sites,
@@ -300,3 +301,110 @@ def test_image_folder_split_column_is_kept(tmp_path):
     test_ids = sorted(pid for site in consortium.sites for pid in site.splits["test"].patient_ids)
     assert test_ids == [f"img{i:02d}.png" for i in range(3, 24, 4)]
     assert all(len(site.splits["test"]) > 0 for site in consortium.sites)
+
+
+# ---------------------------------------------------------------- the same image at several sites
+
+SCAN = np.random.default_rng(7).integers(0, 255, size=(20, 16), dtype=np.uint8)  # one patient's image, sent to two sites
+
+
+def save_image(path: Path, pixels: np.ndarray) -> Path:
+    """A PNG, or a NIfTI of the same pixels as MONAI reads a PNG (width first), so both decode alike."""
+    if path.suffix == ".png":
+        Image.fromarray(pixels, mode="L").save(path)
+    else:
+        nib.save(nib.Nifti1Image(pixels.T.astype(np.float32), np.diag([0.5, 0.5, 1.0, 1.0])), str(path))
+    return path
+
+
+def image_site(root: Path, name: str, patients: dict, write_phenopacket) -> dict:
+    """A site folder: per patient (split, image file name, pixels, label) a phenopacket of its own content, an image, a split."""
+    (root / name / "images").mkdir(parents=True)
+    for pid, (split, file, pixels, label) in patients.items():
+        age = f"P{10 * (name == 'b') + int(pid[1:])}Y"  # no two phenopackets alike: only the images may repeat
+        write_phenopacket(root / name / "phenopackets", pid, label=label, age=age)
+        save_image(root / name / "images" / file.replace("*", pid), pixels)
+    (root / name / "split.csv").write_text("patient_id,split\n" + "".join(f"{p},{s}\n" for p, (s, *_) in patients.items()))
+    return {"name": name, "path": str(root / name), "modalities": ["phenotypes", "imaging"]}
+
+
+def _other(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, size=SCAN.shape, dtype=np.uint8)
+
+
+def _one_pixel_off() -> np.ndarray:
+    pixels = SCAN.copy()
+    pixels[3, 4] ^= 1
+    return pixels
+
+
+@pytest.mark.parametrize("copy, label, expected", [
+    (SCAN, "OMIM:100100", {"same_content_at_several_sites": 1, "removed_from_evaluation_seen_in_training": 1}),
+    (SCAN, "OMIM:200200", {"same_content_at_several_sites": 1, "conflicting_labels": 1, "removed_from_evaluation_seen_in_training": 1}),
+    (_one_pixel_off(), "OMIM:100100", None),
+], ids=["same_label", "other_label", "one_pixel_off"])  # fmt: skip
+def test_an_image_sent_as_png_to_one_site_and_nifti_to_another_is_counted_and_kept_out_of_evaluation(
+    tmp_path, write_phenopacket, copy, label, expected
+):
+    sites = [
+        image_site(tmp_path, "a", {"a1": ("train", "*.png", SCAN, "OMIM:100100"), "a2": ("test", "*.png", _other(1), "OMIM:100100")},
+                   write_phenopacket),
+        image_site(tmp_path, "b", {"b1": ("train", "*.png", _other(2), "OMIM:200200"), "b2": ("test", "*.nii.gz", copy, label)},
+                   write_phenopacket),
+    ]
+    readers = {"phenotypes": {"_target_": "modalities.phenotypes.PhenotypeReader"},
+               "imaging": {"_target_": "modalities.imaging.ImageReader", "spatial_size": [8, 8]}}
+
+    consortium = load_site_folders(OmegaConf.create({"sites": sites, "readers": readers}), seed=0)
+
+    test_ids = {site.name: site.splits["test"].patient_ids for site in consortium.sites}
+    assert test_ids == {"a": ["a2"], "b": [] if expected else ["b2"]}  # b2's image is a1's, which site a trains on
+    assert consortium.quality.get("all_sites", {}).get("duplicates") == ({"images": expected} if expected else None)
+    assert "b2" not in json.dumps(consortium.quality) and "a1" not in json.dumps(consortium.quality)
+
+
+def test_an_image_folder_copy_in_another_format_at_another_site_leaves_its_test_set(tmp_path):
+    rows = ["file,diagnosis,hospital,split"]
+    for site, seed in (("A", 10), ("B", 20)):
+        for j, split in enumerate(("train", "train", "val", "test")):
+            label = "abnormal" if j % 2 else "normal"
+            pixels = SCAN if (site, j) == ("A", 0) else _other(seed + j)
+            name = f"{site}{j}.png"
+            if (site, j) == ("B", 3):  # hospital B's test image is hospital A's training image, as a NIfTI
+                name, pixels, label = "B3.nii.gz", SCAN, "normal"
+            save_image(tmp_path / name, pixels)
+            rows.append(f"{name},{label},{site},{split}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    cfg = folder_cfg(tmp_path, columns={"site": "hospital", "split": "split"}, partition={"scheme": "key"})
+
+    consortium = load_image_folder_sites(cfg, seed=0)
+
+    assert [s.splits["test"].patient_ids for s in consortium.sites] == [["A3.png"], []]
+    assert consortium.quality["all_sites"]["duplicates"] == {
+        "images": {"same_content_at_several_sites": 1, "removed_from_evaluation_seen_in_training": 1}}
+    assert consortium.quality["B"]["duplicates"] == {"identical_files": 0, "identical_files_across_splits": 0}  # as read, per site
+
+
+def test_an_archive_image_in_another_archive_as_floats_leaves_that_sites_test_set(tmp_path):
+    north = write_npz(tmp_path / "north.npz")
+    train = np.load(north)["train_images"]
+    rng = np.random.default_rng(1)
+    own = {f"{split}_images": rng.integers(0, 255, size=(n, 12, 12)).astype(np.float32) for split, n in SIZES.items()}
+    own["test_images"][0] = train[3]  # the same picture (label 0 in both), stored as float32 instead of uint8
+    south = write_npz(tmp_path / "south.npz", **own)
+    cfg = npz_cfg(north, partition={"scheme": "file"})
+    cfg.path = [str(north), str(south)]
+
+    consortium = load_npz_sites(cfg, seed=0)
+
+    assert [len(site.splits["test"]) for site in consortium.sites] == [SIZES["test"], SIZES["test"] - 1]
+    assert "south/test_00" not in consortium.sites[1].splits["test"].patient_ids
+    assert consortium.quality["all_sites"]["duplicates"] == {
+        "images": {"same_content_at_several_sites": 1, "removed_from_evaluation_seen_in_training": 1}}
+
+
+def test_distinct_images_leave_every_split_and_the_report_as_they_were(tmp_path):
+    consortium = load_npz_sites(npz_cfg(write_npz(tmp_path / "a.npz")), seed=0)
+
+    assert sum(len(site.splits["test"]) for site in consortium.sites) == SIZES["test"]
+    assert "all_sites" not in consortium.quality

@@ -8,6 +8,7 @@ from PIL import Image
 from support import compose_config
 
 from federation.experiment import run_experiment
+from modalities.consortium import load_consortium
 from modalities.image_sites import load_image_folder_sites, load_npz_sites
 from modalities.quality import suppress_small
 from modalities.tables import load_table_sites
@@ -87,6 +88,9 @@ def test_an_npz_sites_report_counts_splits_conversions_resizes_and_identical_pix
     assert report["repairs"]["imaging"] == {"rgb_to_grey": {"count": 36}, "resized": {"count": 36, "details": {"10x10 -> 8x8": 36}}}
     assert report["duplicates"] == {"identical_pixels": 1, "identical_pixels_across_splits": 1}
     assert "train_" not in json.dumps(report) and "test_" not in json.dumps(report)
+    assert len(consortium.sites[0].splits["test"]) == 9  # the copy of a training picture is not scored (the same site counts too)
+    copies = {"conflicting_labels": 1, "removed_from_evaluation_seen_in_training": 1}  # class 0 in train, class 1 in test
+    assert consortium.quality["all_sites"] == {"duplicates": {"images": copies}}
 
     cfg.quality = {"min_count": 7}
     small = load_npz_sites(OmegaConf.create({"data": cfg}).data, seed=0).quality["site_0"]
@@ -140,3 +144,33 @@ def test_an_image_folder_sites_report_counts_grey_conversions_and_identical_file
     assert report["repairs"]["imaging"] == {"rgb_to_grey": {"count": 2}}
     assert report["duplicates"]["identical_files"] == 1
     assert ".png" not in json.dumps(report)
+
+
+# ---------------------------------------------------------------- data.shards keeps the consortium-wide counts
+
+
+def _two_phenopacket_sites(root: Path, write_phenopacket) -> list[dict]:
+    """Sites a and b of 4 training and 3 test patients each; b's test patient b4 is a's training patient a0 under another id."""
+    entries = []
+    for s, name in enumerate("ab"):
+        splits = {f"{name}{i}": "train" if i < 4 else "test" for i in range(7)}
+        for i, pid in enumerate(splits):
+            age = "P1Y" if pid in ("a0", "b4") else f"P{10 * s + i + 2}Y"  # every other phenopacket its own content
+            write_phenopacket(root / name / "phenopackets", pid, label=("OMIM:100100", "OMIM:200200")[i % 2], age=age)
+        (root / name / "split.csv").write_text("patient_id,split\n" + "".join(f"{p},{split}\n" for p, split in splits.items()))
+        entries.append({"name": name, "path": str(root / name), "modalities": ["phenotypes"]})
+    return entries
+
+
+def test_sharded_sites_keep_the_duplicates_counted_across_the_declared_sites(tmp_path, write_phenopacket):
+    data = {"sites": _two_phenopacket_sites(tmp_path, write_phenopacket),
+            "readers": {"phenotypes": {"_target_": "modalities.phenotypes.PhenotypeReader"}}}
+    whole = load_consortium(OmegaConf.create(data), seed=0)
+
+    cut = load_consortium(OmegaConf.create({**data, "shards": 4}), seed=0)
+
+    assert whole.quality["all_sites"] == {"duplicates": {"same_content_at_several_sites": 1, "removed_from_evaluation_seen_in_training": 1}}
+    assert cut.quality["all_sites"] == whole.quality["all_sites"]  # was dropped: quality.json rebuilt per shard
+    assert set(cut.quality) == {"a_0", "a_1", "b_0", "b_1", "all_sites"}
+    assert "b4" not in [pid for site in cut.sites for pid in site.splits["test"].patient_ids]
+    assert sorted(pid for site in cut.sites for pid in site.splits["test"].patient_ids) == ["a4", "a5", "a6", "b5", "b6"]
