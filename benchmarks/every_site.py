@@ -10,7 +10,8 @@ paired-bootstrap 95% interval (all seeds' test patients pooled in pairs), so "wo
 beyond noise. Beside the candidates, columns that never compete (`shown` in the yaml):
 Ditto and FedRep-style head-only fine-tuning (adaptation.report_only), and FedBN (Li et
 al., ICLR 2021), the same run with the FedBN strategy, whose `federated` column it is;
-each only where the model makes it differ from what is already there. Torch runs one
+each only where the model makes it differ from what is already there. `methods` in the yaml
+(adaptation.methods) adds candidates that are not defaults, e.g. the global/local `mixture`. Torch runs one
 thread. Results: benchmarks/results/every_site.md (a benchmark not rerun keeps its
 section from the previous file).
 """
@@ -189,7 +190,8 @@ def main() -> None:
             continue
         extra = [f"data.path={args.data_path}"] if args.data_path and bench.get("experiment") == "breastmnist" else []
         report_only, fedbn, skipped = plan(spec.get("shown", {}), model_facts(bench, extra))
-        summary, seconds = run(bench, [*extra, f"adaptation.report_only=[{','.join(report_only)}]"])
+        methods = [f"adaptation.methods=[{','.join(spec.methods)}]"] if spec.get("methods") else []
+        summary, seconds = run(bench, [*extra, *methods, f"adaptation.report_only=[{','.join(report_only)}]"])
         if fedbn:
             fedbn_summary, fedbn_seconds = run(bench, [*extra, *FEDBN])
             summary, seconds = with_fedbn(summary, fedbn_summary), seconds + fedbn_seconds

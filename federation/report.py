@@ -16,7 +16,7 @@ import torch
 
 from models.metrics import METRIC_NAMES, classification_metrics
 
-APPROACHES = ("local", "federated", "personalised", "calibrated", "finetuned", "finetuned_head", "ditto", "finetuned+calibrated", "local+calibrated", "deployed", "pooled", "knowledge")
+APPROACHES = ("local", "federated", "personalised", "calibrated", "finetuned", "finetuned_head", "ditto", "finetuned+calibrated", "local+calibrated", "mixture", "deployed", "pooled", "knowledge")
 Predictions = dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]
 
 

@@ -133,9 +133,11 @@ def _check_adaptation(cfg: DictConfig) -> None:
     adaptation = cfg.get("adaptation") or {}
     if not adaptation.get("enabled"):
         return
-    from federation.adaptation.deploy import CANDIDATES, check_methods, check_selection
+    from federation.adaptation.deploy import CANDIDATES, check_methods, check_mixture, check_selection
 
     check_methods(adaptation.get("methods"), adaptation.get("report_only"))
+    baselines_local = bool((cfg.get("baselines") or {}).get("local", True))
+    check_mixture(adaptation.get("methods"), adaptation.get("report_only"), bool(adaptation.get("include_local", True)), baselines_local)
     check_selection(adaptation.get("select_on", "log_loss"), adaptation.get("select") or {})
     whole(cfg, "adaptation.finetune.max_epochs", 1)
     whole(cfg, "adaptation.finetune.patience", 0)

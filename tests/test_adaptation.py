@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -317,3 +318,120 @@ def test_every_site_puts_the_fedbn_runs_federated_figures_beside_federated(monke
     text = every_site.section("b", {}, merged, 1.0, "cmd")
     assert "| s | 5 | 4 | 0.500 | 0.600 | 0.800 | 0.700 |" in text
     assert "Chosen on validation log loss. Shown only, never deployed: fedbn." in text
+
+
+def _informative_and_noise(seed: int, n: int = 400) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits that rank the patients, confident noise, labels): a model that learned the task and one that did not."""
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(n, generator=g) < 0.5).long()
+    score = torch.randn(n, generator=g) + (labels * 2 - 1).float()
+    return torch.stack([torch.zeros(n), score], 1), 3 * torch.randn(n, 2, generator=g), labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_mixture_weight_goes_to_whichever_model_knows_the_task(seed):
+    from federation.adaptation.mixture import fit_mixture
+
+    informative, noise, labels = _informative_and_noise(seed)
+    assert fit_mixture(informative, noise, labels, l2=0.01, folds=5).alpha >= 0.95   # the local-only model is noise: the global one
+    assert fit_mixture(noise, informative, labels, l2=0.01, folds=5).alpha <= 0.05   # the global model is noise: the local-only one
+
+
+def test_the_mixture_pools_probabilities_so_a_confidently_wrong_model_costs_a_bounded_loss():
+    from federation.adaptation.mixture import fit_alpha, mix
+
+    labels = torch.tensor([0, 1, 1, 0])
+    global_logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.0, 1.0], [1.0, 0.0]])
+    local_logits = torch.tensor([[3.0, 0.0], [0.0, 3.0], [80.0, 0.0], [2.0, 0.0]])  # certain, and wrong on patient 2
+    mixed = mix(global_logits, local_logits, 0.3)
+    expected = 0.3 * global_logits.softmax(1) + 0.7 * local_logits.softmax(1)
+    assert torch.allclose(mixed.softmax(1), expected, atol=1e-6) and torch.allclose(mixed.exp().sum(1), torch.ones(4), atol=1e-6)
+    assert -float(mixed.log_softmax(1)[2, 1]) <= -math.log(0.3 * float(global_logits.softmax(1)[2, 1])) + 1e-5
+    assert fit_alpha(global_logits, global_logits, labels) == 1.0  # a tie keeps the global model
+    assert fit_alpha(global_logits, local_logits, labels[:0]) == 1.0  # nothing to fit on: the global model
+
+
+def _mixture_deployment(methods=("calibrate", "mixture"), report_only=()):
+    module, site = tiny_module(), _site_with_test()
+    start = get_state(module, trainable_keys(module))
+    g = torch.Generator().manual_seed(3)
+    local = {k: v + 0.5 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in start.items()}
+    settings = AdaptationSettings(methods, report_only=report_only)
+    deployment = deploy(module, [site], start, {site.name: local}, settings, seed=0, device="cpu")[site.name]
+    set_state(module, start)
+    global_val, global_test = predict(module.model, site.loader("val")), predict(module.model, site.loader("test"))
+    set_state(module, local)
+    local_val, local_test = predict(module.model, site.loader("val")), predict(module.model, site.loader("test"))
+    return deployment, settings, (global_val, local_val), (global_test, local_test)
+
+
+def test_the_mixture_is_chosen_on_its_out_of_fold_validation_loss_and_deploys_the_alpha_it_records():
+    from federation.adaptation.mixture import cross_fitted_mixture, fit_mixture, mix
+
+    deployment, settings, (global_val, local_val), (global_test, local_test) = _mixture_deployment()
+    record, labels = deployment.record, global_val[1]
+    assert list(record["validation"]) == ["federated", "calibrated", "local", "local+calibrated", "mixture"]  # the mixture last
+    out_of_fold, alphas = cross_fitted_mixture(global_val[0], local_val[0], labels, settings.calibration_l2, settings.calibration_folds)
+    assert record["validation"]["mixture"] == pytest.approx(log_loss(out_of_fold, labels), abs=1e-4)
+    whole = fit_mixture(global_val[0], local_val[0], labels, settings.calibration_l2, settings.calibration_folds)
+    in_sample = log_loss(whole(global_val[0], local_val[0]), labels)
+    assert in_sample < record["validation"]["mixture"] - 1e-3  # fitted and scored on the same patients, it would look better
+    fitted = record["fitted"]["mixture"]
+    assert (fitted["alpha"], fitted["fold_alphas"], fitted["global"]) == (whole.alpha, alphas, "calibrated")
+    adjusted = whole.adjustment(global_test[0])
+    assert torch.allclose(deployment.test["mixture"][0], mix(adjusted, local_test[0], fitted["alpha"]), atol=1e-5)
+    assert fitted["temperature"] == record["fitted"]["calibrated"]["temperature"]  # the global model as `calibrated` calibrates it
+
+
+def test_the_deployed_alpha_reaches_the_summary_and_the_ledger(tmp_path):
+    from support import compose_config
+
+    from federation.adaptation.report import add_deployment
+    from federation.experiment import _record_deployments
+
+    deployment, *_ = _mixture_deployment()
+    alpha = deployment.record["fitted"]["mixture"]["alpha"]
+    predictions = {approach: {"a": pair} for approach, pair in deployment.test.items()}
+    summary = add_deployment({}, {"a": deployment}, predictions, resamples=50, seed=0)
+    assert summary["deployment"]["a"]["fitted"]["mixture"]["alpha"] == alpha
+    _record_deployments(compose_config(), tmp_path, {"a": deployment})
+    entries = [json.loads(line) for line in next(tmp_path.rglob("ledger.jsonl")).read_text().splitlines()]
+    assert [e["data"]["fitted"]["mixture"]["alpha"] for e in entries if e["kind"] == "deployment"] == [alpha]
+
+
+def test_a_report_only_mixture_is_shown_and_never_chosen():
+    deployment, *_ = _mixture_deployment(methods=("calibrate",), report_only=("mixture",))
+    assert "mixture" in deployment.test and "mixture" not in deployment.record["validation"]
+    assert "alpha" in deployment.record["fitted"]["mixture"]
+
+
+@pytest.mark.parametrize(
+    ("adaptation", "setting"),
+    [({"methods": ["calibrate", "mixture"], "include_local": False}, "adaptation.methods"),
+     ({"methods": ["calibrate"], "report_only": ["mixture"], "include_local": False}, "adaptation.report_only")],
+)
+def test_the_mixture_is_refused_without_the_local_only_model_naming_the_setting(adaptation, setting):
+    from omegaconf import OmegaConf
+
+    with pytest.raises(ConfigError, match="local-only model") as refused:
+        AdaptationSettings.from_cfg(OmegaConf.create(adaptation))
+    assert refused.value.setting == setting
+    with pytest.raises(ConfigError):
+        AdaptationSettings(("mixture",), include_local=False)
+
+
+def test_the_training_config_check_refuses_a_mixture_without_local_only_baselines():
+    from support import compose_config
+
+    check_training_config(compose_config(["adaptation.methods=[calibrate,finetune,mixture]"]), paths=False)
+    with pytest.raises(ConfigError, match="baselines.local=true") as refused:
+        check_training_config(compose_config(["adaptation.methods=[calibrate,finetune,mixture]", "baselines.local=false"]), paths=False)
+    assert refused.value.setting == "adaptation.methods"
+
+
+def test_deploy_refuses_a_mixture_at_a_site_without_a_local_only_model():
+    module, site = tiny_module(), _site_with_test()
+    start = get_state(module, trainable_keys(module))
+    with pytest.raises(ConfigError, match="local-only model") as refused:
+        deploy(module, [site], start, {}, AdaptationSettings(("mixture",)), seed=0, device="cpu")
+    assert refused.value.setting == "adaptation.methods"

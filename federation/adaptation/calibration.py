@@ -10,8 +10,10 @@ keeps a site with a handful of validation patients close to the global model.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -47,3 +49,29 @@ def fit_adjustment(logits: torch.Tensor, labels: torch.Tensor, l2: float = 0.01,
 
     optimizer.step(closure)
     return LogitAdjustment(float(log_temperature.detach().exp().clamp(1e-2, 1e2)), bias.detach().clone())
+
+
+def held_out_folds(n: int, folds: int) -> list[torch.Tensor]:
+    """Cross-fitting's held-out index sets: a fixed (seed 0) shuffle of n patients cut into min(folds, n) parts;
+    none below 2 parts. Every cross-fitted candidate uses the same folds, so their figures are comparable."""
+    folds = min(folds, n)
+    if folds < 2:
+        return []
+    return list(torch.from_numpy(np.random.default_rng(0).permutation(n)).tensor_split(folds))
+
+
+def cross_fit(n: int, folds: int, fit_and_apply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], whole: torch.Tensor) -> torch.Tensor:
+    """Each patient's output from a fit on the other folds: `fit_and_apply(keep, held)` fits on the rows `keep`
+    (a mask) and returns outputs for the rows `held`; `whole` (returned as it is below 2 folds) gives shape and dtype."""
+    parts = held_out_folds(n, folds)
+    out = whole.clone()
+    for held in parts:
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[held] = False
+        out[held] = fit_and_apply(keep, held).to(out.dtype)
+    return out
+
+
+def cross_fitted(logits: torch.Tensor, labels: torch.Tensor, l2: float, folds: int) -> torch.Tensor:
+    """Each validation patient's calibrated logits from an adjustment fitted on the other folds."""
+    return cross_fit(len(labels), folds, lambda keep, held: fit_adjustment(logits[keep], labels[keep], l2=l2)(logits[held]), logits)

@@ -13,6 +13,12 @@ consortium's pooled validation favours) and its test predictions under `deployed
 those of its choice. Calibration is scored on validation out of fold (cross-fitting),
 so the few numbers it fits on validation do not flatter it in the choice.
 
+`mixture` (mixture.py, not a default) adds a per-site mixture of the calibrated global
+model and the local-only one, alpha fitted on validation and scored out of fold the same
+way: the post-hoc, inference-time form of APFL's global/local interpolation. It needs
+every site's local-only model (`adaptation.include_local` and `baselines.local`) and is
+refused at start-up without it (ConfigError naming the method's setting).
+
 `report_only` methods are fitted and their test predictions reported beside the
 candidates, but they never compete: a benchmark can show Ditto or FedRep without
 changing what the configured rule deploys.
@@ -23,20 +29,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import lightning as L
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from federation.adaptation.calibration import fit_adjustment
+from federation.adaptation.calibration import cross_fitted, fit_adjustment
 from federation.adaptation.finetune import FineTuneSettings, fine_tune
+from federation.adaptation.mixture import cross_fitted_mixture, fit_mixture
 from federation.adaptation.selection import CRITERIA, SelectionSettings, choose_all
 from federation.evaluation import predict
 from federation.settings import ConfigError
 from federation.site import Site
 from federation.state import StateDict, set_state
 
-METHODS = ("calibrate", "finetune", "finetune_head", "ditto")
-APPROACH_OF = {"calibrate": "calibrated", "finetune": "finetuned", "finetune_head": "finetuned_head", "ditto": "ditto"}
+METHODS = ("calibrate", "finetune", "finetune_head", "ditto", "mixture")
+APPROACH_OF = {"calibrate": "calibrated", "finetune": "finetuned", "finetune_head": "finetuned_head", "ditto": "ditto", "mixture": "mixture"}
+POST_HOC = ("calibrate", "mixture")  # fitted on the other candidates' predictions, nothing trained
 BASES = ("federated", "finetuned", "finetuned_head", "ditto", "local")  # what `calibrate` calibrates, where present
 Pair = tuple[torch.Tensor, torch.Tensor]  # (logits, labels)
 
@@ -46,7 +53,7 @@ def calibrated_name(base: str) -> str:
     return "calibrated" if base == "federated" else f"{base}+calibrated"
 
 
-CANDIDATES = (*BASES, *(calibrated_name(b) for b in BASES))
+CANDIDATES = (*BASES, *(calibrated_name(b) for b in BASES), "mixture")
 
 
 @dataclass(frozen=True)
@@ -60,11 +67,16 @@ class AdaptationSettings:
     report_only: tuple[str, ...] = ()
     bootstrap_resamples: int = 2000   # deployed minus local-only: paired-bootstrap resamples over test patients
 
+    def __post_init__(self):
+        check_methods(self.methods, self.report_only)
+        check_mixture(self.methods, self.report_only, self.include_local)
+
     @staticmethod
     def from_cfg(cfg: DictConfig) -> AdaptationSettings:
         plain = OmegaConf.to_container(cfg, resolve=True)
         methods, report_only = tuple(plain.get("methods") or ()), tuple(plain.get("report_only") or ())
         check_methods(methods, report_only)
+        check_mixture(methods, report_only, bool(plain.get("include_local", True)))
         select_on = plain.get("select_on", "log_loss")
         check_selection(select_on, plain.get("select") or {})
         calibration = plain.get("calibration") or {}
@@ -86,6 +98,17 @@ def check_methods(methods, report_only=()) -> None:
         raise ConfigError("adaptation.report_only", list(report_only), f"{both} already compete in adaptation.methods")
     if "calibrate" in (report_only or ()):
         raise ConfigError("adaptation.report_only", list(report_only), "calibrate makes candidates of the others; list it in adaptation.methods")
+
+
+def check_mixture(methods, report_only=(), include_local: bool = True, baselines_local: bool = True) -> None:
+    """`mixture` mixes the global model with the site's local-only model: refused where that model is not a candidate
+    (adaptation.include_local) or not trained (baselines.local), naming the setting that lists the method."""
+    for setting, names in (("adaptation.methods", methods), ("adaptation.report_only", report_only)):
+        if "mixture" not in (names or ()):
+            continue
+        missing = [s for s, on in (("adaptation.include_local", include_local), ("baselines.local", baselines_local)) if not on]
+        if missing:
+            raise ConfigError(setting, list(names), f"mixture mixes the global model with each site's local-only model: needs {' and '.join(f'{m}=true' for m in missing)}")
 
 
 def check_selection(select_on, select: dict) -> None:
@@ -127,7 +150,7 @@ def _candidates(module, site: Site, global_state: StateDict, local_state: StateD
     val, test, fitted = {}, {}, {}
     val["federated"], test["federated"] = _predict(module, site, site.personalise(global_state), device)
     for method in (*settings.methods, *settings.report_only):
-        if method != "calibrate":
+        if method not in POST_HOC:
             name = APPROACH_OF[method]
             val[name], test[name], fitted[name] = _fine_tuned(module, site, global_state, method, settings, seed, (val["federated"], test["federated"]), device)
     if settings.include_local and local_state is not None:
@@ -139,6 +162,12 @@ def _candidates(module, site: Site, global_state: StateDict, local_state: StateD
         if "calibrate" in settings.methods:
             name = calibrated_name(base)
             candidates[name], test[name], fitted[name] = _calibrated(val[base], test[base], settings)
+    if "mixture" in (*settings.methods, *settings.report_only):
+        if "local" not in val:
+            raise ConfigError("adaptation.methods", list(settings.methods), f"mixture needs site {site.name!r}'s local-only model, and there is none (baselines.local)")
+        scored, test["mixture"], fitted["mixture"] = _mixture((val["federated"], test["federated"]), (val["local"], test["local"]), settings)
+        if "mixture" in settings.methods:
+            candidates["mixture"] = scored  # listed last: the most numbers fitted on validation, so ties go elsewhere
     return candidates, {name: test[name] for name in (*candidates, *shown_only)}, fitted
 
 
@@ -161,6 +190,19 @@ def _calibrated(val: Pair, test: Pair, settings: AdaptationSettings) -> tuple[Pa
     return (_cross_fitted(*val, settings), val[1]), (adjustment(test[0]), test[1]), adjustment.as_record()
 
 
+def _mixture(federated: tuple[Pair, Pair], local: tuple[Pair, Pair], settings: AdaptationSettings) -> tuple[Pair, Pair, dict]:
+    """(validation, test, record) of the mixture of the calibrated global model and the local-only one (mixture.py):
+    the validation mixture cross-fitted (what the choice sees), the test one fitted on all of validation."""
+    (val_global, test_global), (val_local, test_local) = federated, local
+    labels = val_global[1]
+    if not len(labels):
+        return val_global, test_global, {"skipped": "no validation patients"}
+    l2, folds = settings.calibration_l2, settings.calibration_folds
+    mixture = fit_mixture(val_global[0], val_local[0], labels, l2, folds)
+    scored, fold_alphas = cross_fitted_mixture(val_global[0], val_local[0], labels, l2, folds)
+    return (scored, labels), (mixture(test_global[0], test_local[0]), test_global[1]), {**mixture.as_record(), "fold_alphas": fold_alphas}
+
+
 def _predict(module, site: Site, state: StateDict, device: str) -> tuple[Pair, Pair]:
     set_state(module, state)
     return predict(module.model, site.loader("val"), device), predict(module.model, site.loader("test"), device)
@@ -168,14 +210,4 @@ def _predict(module, site: Site, state: StateDict, device: str) -> tuple[Pair, P
 
 def _cross_fitted(logits: torch.Tensor, labels: torch.Tensor, settings: AdaptationSettings) -> torch.Tensor:
     """Each validation patient's calibrated logits from an adjustment fitted on the other folds."""
-    n = len(labels)
-    folds = min(settings.calibration_folds, n)
-    if folds < 2:
-        return logits
-    order = torch.from_numpy(np.random.default_rng(0).permutation(n))
-    out = logits.clone()
-    for held in order.tensor_split(folds):
-        keep = torch.ones(n, dtype=torch.bool)
-        keep[held] = False
-        out[held] = fit_adjustment(logits[keep], labels[keep], l2=settings.calibration_l2)(logits[held])
-    return out
+    return cross_fitted(logits, labels, settings.calibration_l2, settings.calibration_folds)
