@@ -77,6 +77,9 @@ def test_small_store_end_to_end(tmp_path):
     top = prediction["differential"][0]
     assert [d["rank"] for d in prediction["differential"]] == [1, 2, 3]
     assert top["supporting_terms"] and all(t["log_lr"] > 0 for t in top["supporting_terms"])
+    # training.resnik_similarity is on: the learned similarity weight shows in the explanation
+    assert summary["facts"]["federated_weights"]["similarity_weight"] != 0.0
+    assert any(d["similarity_score"] != 0.0 for d in prediction["differential"])
     assert any(d.get("supporting_variant", {}) and d["supporting_variant"]["gene"] == "NHEJ1" for d in prediction["differential"] if d.get("supporting_variant"))
     assert (run_dir / "case_counts.npz").is_file()
 

@@ -19,7 +19,8 @@ from federation.diagnosis.case_profiles import (
     site_view,
 )
 from federation.diagnosis.cohort import Patients
-from federation.diagnosis.evidence import Features
+from federation.diagnosis.evidence import Features, standardised_similarity
+from models.knowledge import MISSING_SCORE
 from federation.diagnosis.scorer import (
     DiagnosisScorer,
     EvidenceTensors,
@@ -317,7 +318,9 @@ def _synthetic_site(n: int, seed: int) -> tuple[EvidenceTensors, Features]:
     excluded_rows[::2, 0] = np.where(truth[::2] == 1, 2, 1)  # half rule out a wrong disease
     genotype = np.zeros((n, C), np.float32)
     genotype[np.arange(n), truth] = 0.5
-    return tables, Features(observed_rows, excluded_rows, genotype, truth.astype(np.int64))
+    similarity = rng.normal(0, 1, (n, C)).astype(np.float32)
+    similarity[np.arange(n), truth] += 1.0  # like Resnik: informative, noisy
+    return tables, Features(observed_rows, excluded_rows, genotype, truth.astype(np.int64), similarity)
 
 
 def _cross_entropy(model: DiagnosisScorer, tables: EvidenceTensors, features: Features) -> float:
@@ -346,13 +349,13 @@ def test_leave_one_out_values_rewrite_the_own_column():
     # Prepare
     tables, features = _synthetic_site(4, seed=3)
     model = DiagnosisScorer(Q)
-    rows, ruled_out, genotype = (torch.from_numpy(a) for a in (features.observed_rows, features.excluded_rows, features.genotype))
+    inputs = [torch.from_numpy(a) for a in (features.observed_rows, features.excluded_rows, features.genotype, features.similarity)]
     truth = torch.from_numpy(features.truth)
     true = (torch.full((4, 2), -1.0), torch.zeros(4, 1), torch.zeros(4), torch.zeros(4))
 
     # Execute
-    plain = model.logits(tables, rows, ruled_out, genotype)
-    rewritten = model.logits(tables, rows, ruled_out, genotype, true=true, truth=truth)
+    plain = model.logits(tables, *inputs)
+    rewritten = model.logits(tables, *inputs, true=true, truth=truth)
 
     # Assert: only the diagnosis column changes, to the leave-one-out sum
     own = rewritten[torch.arange(4), truth]
@@ -431,7 +434,7 @@ def test_label_columns_come_from_the_approachs_counts_and_the_public_table_is_un
     public = torch.zeros(2, 3)
     label_observed = torch.tensor([[2.0], [0.0]])
     tables = EvidenceTensors(public, public.clone(), label_observed, torch.zeros(2, 1), torch.tensor([2]), torch.zeros(3), torch.arange(2))
-    features = Features(np.array([[0]]), np.array([[-1]]), np.zeros((1, 3), np.float32), np.array([2]))
+    features = Features(np.array([[0]]), np.array([[-1]]), np.zeros((1, 3), np.float32), np.array([2]), np.ones((1, 3), np.float32))
 
     # Execute
     logits = score(DiagnosisScorer(2), tables, features)
@@ -489,6 +492,52 @@ def test_a_scorer_saved_before_tempering_loads_as_untempered():
         model.term_count_exponent.fill_(0.7)
     model.load_compatible(saved)
     assert float(model.term_count_exponent) == 0.0
+
+
+def test_similarity_adds_its_weighted_score_to_every_column_the_own_one_included():
+    # Prepare: w_sim = 2; the own column rewritten from leave-one-out values keeps the similarity term
+    tables, features = _synthetic_site(4, seed=3)
+    plain, weighted = DiagnosisScorer(Q), DiagnosisScorer(Q)
+    with torch.no_grad():
+        weighted.similarity_weight.fill_(2.0)
+    inputs = [torch.from_numpy(a) for a in (features.observed_rows, features.excluded_rows, features.genotype, features.similarity)]
+    truth = torch.from_numpy(features.truth)
+    true = (torch.zeros(4, 2), torch.zeros(4, 1), torch.zeros(4), torch.zeros(4))
+
+    # Execute
+    difference = (weighted.logits(tables, *inputs) - plain.logits(tables, *inputs)).detach().numpy()
+    own = weighted.logits(tables, *inputs, true=true, truth=truth)[torch.arange(4), truth].detach().numpy()
+
+    # Assert
+    assert np.allclose(difference, 2.0 * features.similarity)
+    assert np.allclose(own, 2.0 * features.similarity[np.arange(4), features.truth])
+
+
+def test_similarity_weight_is_learned_only_when_configured_and_grows_when_informative():
+    sites = {"north": _synthetic_site(24, seed=1), "south": _synthetic_site(16, seed=2)}
+    off = train_federated(sites, TrainSettings(rounds=3, lr=0.05, batch_size=8, resnik_similarity=False), n_terms=Q, seed=0)
+    on = train_federated(sites, TrainSettings(rounds=3, lr=0.05, batch_size=8, resnik_similarity=True), n_terms=Q, seed=0)
+    assert float(off.similarity_weight) == 0.0
+    assert float(on.similarity_weight) > 0.0
+
+
+def test_a_scorer_saved_before_similarity_loads_without_it():
+    saved = {k: v for k, v in DiagnosisScorer(Q).state_dict().items() if k not in ("similarity_weight", "term_count_exponent")}
+    model = DiagnosisScorer(Q)
+    with torch.no_grad():
+        model.similarity_weight.fill_(0.7)
+    model.load_compatible(saved)
+    assert float(model.similarity_weight) == 0.0
+
+
+def test_similarity_isstandardised_similarityd_over_annotated_diseases_and_zero_for_the_rest():
+    row = np.array([1.0, 3.0, MISSING_SCORE, 5.0], np.float32)
+    known = np.array([True, True, False, True])
+    out = standardised_similarity(row, known)
+    assert out[2] == 0.0
+    assert np.isclose(out[known].mean(), 0.0, atol=1e-6) and np.isclose(out[known].std(), 1.0)
+    assert out[3] > out[1] > out[0]
+    assert not standardised_similarity(np.full(4, 2.0, np.float32), known).any()  # a report without signal: no evidence
 
 
 # ---------------------------------------------------------------- deployed choice

@@ -14,13 +14,15 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy import sparse
 
 from federation.diagnosis.case_profiles import CaseCounts, blended_frequencies, case_closures, gene_indicator, leave_one_out
 from federation.diagnosis.cohort import Patients
 from modalities.hpo import load_hpo_index
+from modalities.phenotypes import pad_sequences
 from models.genotype_likelihood import GenotypeSettings, annotated_disease_genes, genotype_log_ratios, recessive_only
-from models.knowledge import load_annotations
+from models.knowledge import KnowledgeRanker, load_annotations
 from models.phenotype_likelihood import LikelihoodSettings, annotation_frequencies, background, term_log_ratios
 
 
@@ -55,6 +57,33 @@ class PublicKnowledge:
         self.recessive = recessive_only(self.candidates)
         self.label_frequencies = self.frequencies[self.label_columns]
         self.label_genes = self.genes[self.label_columns]
+        self._resnik = KnowledgeRanker(self.candidates, annotation_path, tuple(databases))
+        self._similarity: dict[bytes, np.ndarray] = {}
+
+    def similarity(self, terms: list[np.ndarray]) -> np.ndarray:
+        """[N, C] Resnik best-match similarity of each report to every candidate, as a z-score over the annotated
+        candidates (so its weight means the same for a short report and a long one); a disease without
+        annotations scores 0, the average, and is left to its case profile. Cached per report: every approach
+        scores the same patients."""
+        missing = [t for t in terms if t.tobytes() not in self._similarity]
+        for start in range(0, len(missing), 256):
+            part = missing[start : start + 256]
+            padded = pad_sequences([torch.from_numpy(np.asarray(t, np.int64)) for t in part])
+            raw = self._resnik.scores(padded).numpy()
+            for t, row in zip(part, raw):
+                self._similarity[t.tobytes()] = standardised_similarity(row, self._resnik.known)
+        if not terms:
+            return np.zeros((0, len(self.candidates)), np.float32)
+        return np.stack([self._similarity[t.tobytes()] for t in terms])
+
+
+def standardised_similarity(row: np.ndarray, known: np.ndarray) -> np.ndarray:
+    values = row[known]
+    spread = values.std()
+    out = np.zeros(len(row), np.float32)
+    if spread > 0:
+        out[known] = (values - values.mean()) / spread
+    return out
 
 
 @dataclass
@@ -112,6 +141,7 @@ class Features:
     excluded_rows: np.ndarray   # [N, U]
     genotype: np.ndarray        # [N, C]
     truth: np.ndarray           # [N] candidate column of the diagnosis
+    similarity: np.ndarray      # [N, C] Resnik similarity, standardised (PublicKnowledge.similarity)
     true_observed: np.ndarray | None = None  # [N, T] leave-one-out log LR of each observed term under the diagnosis
     true_excluded: np.ndarray | None = None  # [N, U]
     true_genotype: np.ndarray | None = None  # [N]
@@ -126,7 +156,7 @@ def features_for(public: PublicKnowledge, evidence: Evidence, patients: Patients
         if columns else np.zeros((len(patients), len(public.candidates)), np.float32)
     )
     truth = public.label_columns[patients.labels]
-    out = Features(_pad(observed), _pad(excluded), genotype, truth)
+    out = Features(_pad(observed), _pad(excluded), genotype, truth, public.similarity(patients.terms))
     if leave_out and evidence.counts is not None:
         _leave_one_out(out, public, evidence, patients, columns, settings)
     return out

@@ -2,13 +2,15 @@
 
 Closed set: the label diseases only. Open set: every candidate (every annotated
 disease plus the labels). Ties count against the true disease (a flat score ranks
-nothing first). A site's gain is judged against noise by a paired bootstrap over its
-test patients: resample patients with replacement, recompute the difference of the
-two approaches' metric on the same resample, and report the 2.5-97.5 percentiles.
+nothing first). A site's gain is judged against noise by the main job's paired
+bootstrap over its test patients (federation/adaptation/comparison.py: patients
+resampled in pairs, the 2.5-97.5 percentiles of the difference).
 """
 from __future__ import annotations
 
 import numpy as np
+
+from federation.adaptation.comparison import paired_difference
 
 METRICS = ("top1", "top5", "top10", "open_top1", "open_top10", "mrr", "open_mrr")
 COMPARED = ("top1", "open_top1", "open_top10")
@@ -38,11 +40,6 @@ def summarise(hits: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean difference a - b, 2.5 and 97.5 percentiles) over resampled patients."""
-    if not len(a):
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(a), size=(resamples, len(a)))
-    diffs = (a[picks] - b[picks]).mean(1)
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    return float((a - b).mean()), float(low), float(high)
+    """(mean difference a - b, 2.5 and 97.5 percentiles) over patients resampled in pairs."""
+    difference = paired_difference(np.asarray(a, float), np.asarray(b, float), resamples, seed)
+    return difference["mean"], difference["low"], difference["high"]

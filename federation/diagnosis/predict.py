@@ -95,6 +95,7 @@ def _evidence_of(d, public, evidence, features, terms, weights, model, rows, col
         "genotype_log_lr": round(float(model.genotype_weight.detach()) * float(features.genotype[0, d]), 3),
         "consortium_cases": int(round(np.expm1(float(evidence.prior[d])))),
         "prior_log": round(float(model.prior_weight.detach()) * float(evidence.prior[d]), 3),
+        "similarity_score": round(float(model.similarity_weight.detach()) * float(features.similarity[0, d]), 3),
     }
     if rows is not None and len(rows):
         out["supporting_variant"] = _supporting_variant(d, evidence, rows, columns, genotype_settings, hpo, public.pathogenicity)
@@ -126,6 +127,8 @@ def format_differential(result: dict) -> str:
         lines.append(f"{entry['rank']:>3}. {entry['disease']:<13} {entry['probability']:.3f}  {entry['name']}")
         if entry["consortium_cases"]:
             lines.append(f"       diagnosed in {entry['consortium_cases']} consortium training cases (prior {entry['prior_log']:+.2f})")
+        if entry["similarity_score"]:
+            lines.append(f"       Resnik similarity to its annotations ({entry['similarity_score']:+.2f})")
         for term in entry["supporting_terms"]:
             lines.append(f"       + {term['term']} {term['name']} ({term['log_lr']:+.2f})")
         for term in entry["against_terms"]:

@@ -1,6 +1,7 @@
 """The trained diagnosis scorer: disease-agnostic weights on likelihood-ratio evidence, full softmax over every candidate.
 
-    logit(p, d) = n_p^(-b) * sum_t exp(theta_t) * LLR_obs(t, d) + w_exc * sum_t LLR_exc(t, d) + w_geno * LLR_geno(p, d) + w_prior * prior(d)
+    logit(p, d) = n_p^(-b) * sum_t exp(theta_t) * LLR_obs(t, d) + w_exc * sum_t LLR_exc(t, d) + w_geno * LLR_geno(p, d)
+                  + w_prior * prior(d) + w_sim * sim(p, d)
 
 Every parameter is disease-agnostic: theta is one reliability weight per HPO term
 (how far a clinician's report of that term can be trusted), the w's scale whole kinds
@@ -8,6 +9,11 @@ of evidence. b tempers the phenotype by the patient's number of observed terms n
 summing log LRs treats terms as independent, but a report's terms are correlated
 (a syndrome is described by many related findings), so a long report would otherwise
 outvote a causative variant; b = 0 is the plain sum (`temper_terms: false` keeps it there).
+sim is the Resnik best-match similarity of the report to the disease's annotations
+(evidence.py), the other training-free ranker: it scores each observed term by its
+best match only, so it forgives what a likelihood sum punishes (a term the annotation
+lacks, a long report), and the two rankers win on different sites. w_sim starts at 0
+and is learned (`resnik_similarity: false` keeps it there).
 So what a site learns transfers to diseases no site has seen. It starts
 as the likelihood-ratio ranker (theta = 0, w = 1, w_prior = 0), and training is a
 cross-entropy over all ~8,400 candidates (the open setting), not only the labels.
@@ -38,6 +44,7 @@ class TrainSettings:
     batch_size: int = 32
     l2: float = 1e-3
     temper_terms: bool = False  # learn b, the exponent of the observed-term count (module docstring)
+    resnik_similarity: bool = False  # learn w_sim, the weight of the Resnik similarity (module docstring)
 
 
 class DiagnosisScorer(nn.Module):
@@ -48,17 +55,23 @@ class DiagnosisScorer(nn.Module):
         self.genotype_weight = nn.Parameter(torch.tensor(1.0))
         self.prior_weight = nn.Parameter(torch.tensor(0.0))
         self.term_count_exponent = nn.Parameter(torch.tensor(0.0))
+        self.similarity_weight = nn.Parameter(torch.tensor(0.0))
 
-    def logits(self, tables: EvidenceTensors, rows: torch.Tensor, ruled_out: torch.Tensor, genotype: torch.Tensor, true: tuple | None = None, truth: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, C]; with `true` (leave-one-out values) and `truth`, each patient's own diagnosis column is rewritten."""
+    def logits(
+        self, tables: EvidenceTensors, rows: torch.Tensor, ruled_out: torch.Tensor, genotype: torch.Tensor, similarity: torch.Tensor,
+        true: tuple | None = None, truth: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """[B, C]; with `true` (leave-one-out values) and `truth`, each patient's own diagnosis column is rewritten
+        (similarity is public knowledge only, so its own column needs no leave-one-out)."""
         weight = torch.where(rows >= 0, self.term_log_weight[tables.term_index[rows.clamp(min=0)]].exp(), torch.zeros(()))
         temper = self.term_scale((rows >= 0).sum(1))  # [B]
         observed = (tables.observed_rows(rows.clamp(min=0)) * weight.unsqueeze(-1)).sum(1) * temper.unsqueeze(1)
         excluded = (tables.excluded_rows(ruled_out.clamp(min=0)) * (ruled_out >= 0).unsqueeze(-1)).sum(1)
-        out = observed + self.excluded_weight * excluded + self.genotype_weight * genotype + self.prior_weight * tables.prior
+        out = observed + self.excluded_weight * excluded + self.genotype_weight * genotype + self.prior_weight * tables.prior + self.similarity_weight * similarity
         if true is not None:
             true_observed, true_excluded, true_genotype, true_prior = true
             own = (true_observed * weight).sum(1) * temper + self.excluded_weight * true_excluded.sum(1) + self.genotype_weight * true_genotype + self.prior_weight * true_prior
+            own = own + self.similarity_weight * similarity.gather(1, truth.unsqueeze(1)).squeeze(1)
             out = out.scatter(1, truth.unsqueeze(1), own.unsqueeze(1))
         return out
 
@@ -67,11 +80,11 @@ class DiagnosisScorer(nn.Module):
         return n_observed.clamp(min=1).float().pow(-self.term_count_exponent)
 
     def load_compatible(self, state: dict[str, torch.Tensor]) -> None:
-        """A run saved before `term_count_exponent` existed was trained with b = 0: load it as such."""
-        self.load_state_dict({"term_count_exponent": torch.tensor(0.0), **state})
+        """A run saved before `term_count_exponent` or `similarity_weight` existed was trained with them at 0: load it as such."""
+        self.load_state_dict({"term_count_exponent": torch.tensor(0.0), "similarity_weight": torch.tensor(0.0), **state})
 
     def penalty(self) -> torch.Tensor:
-        scalars = (self.excluded_weight - 1) ** 2 + (self.genotype_weight - 1) ** 2 + self.prior_weight**2 + self.term_count_exponent**2
+        scalars = (self.excluded_weight - 1) ** 2 + (self.genotype_weight - 1) ** 2 + self.prior_weight**2 + self.term_count_exponent**2 + self.similarity_weight**2
         return (self.term_log_weight**2).sum() + scalars
 
 
@@ -121,6 +134,7 @@ def train_local(model: DiagnosisScorer, tables: EvidenceTensors, features: Featu
     """Adam on one site's (or the pooled) training cases, cross-entropy over every candidate."""
     generator = torch.Generator().manual_seed(seed)
     model.term_count_exponent.requires_grad_(settings.temper_terms)
+    model.similarity_weight.requires_grad_(settings.resnik_similarity)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
     n = len(features.truth)
     for _ in range(epochs):
@@ -160,11 +174,12 @@ def train_alone(tables: EvidenceTensors, features: Features, settings: TrainSett
     return model
 
 
-def _inputs(features: Features, index) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _inputs(features: Features, index) -> tuple[torch.Tensor, ...]:
     return (
         torch.from_numpy(features.observed_rows[index]),
         torch.from_numpy(features.excluded_rows[index]),
         torch.from_numpy(features.genotype[index]),
+        torch.from_numpy(features.similarity[index]),
     )
 
 
