@@ -22,7 +22,7 @@ def test_strategy_with_personalisation_partial_participation_and_an_imbalance_lo
     ])
     summary = run_experiment(cfg, tmp_path)
 
-    assert list(summary["overall"]) == ["local", "federated", "personalised", "calibrated", "finetuned", "deployed"]
+    assert list(summary["overall"]) == ["local", "federated", "personalised", "calibrated", "finetuned", "finetuned+calibrated", "local+calibrated", "deployed"]
     for site in summary["sites"].values():
         assert 0 <= site["personalised"]["accuracy"] <= 1
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))

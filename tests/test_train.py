@@ -51,7 +51,7 @@ def test_smoke_run_writes_the_run_folder(smoke_run):
         assert (out_dir / name).exists(), name
     on_disk = json.loads((out_dir / "summary.json").read_text())
     assert set(on_disk) == {"task", "metric_names", "sites", "overall", "mean_over_sites", "deployment", "deployed_vs_local"}
-    assert set(on_disk["overall"]) == {"local", "federated", "calibrated", "finetuned", "deployed", "pooled"}
+    assert set(on_disk["overall"]) == {"local", "federated", "calibrated", "finetuned", "finetuned+calibrated", "local+calibrated", "deployed", "pooled"}
     assert set(on_disk["deployment"]) == set(on_disk["sites"])  # each site's choice, made on its validation split
     for site in on_disk["sites"].values():
         assert site["n_train"] > 0 and site["n_test"] > 0
