@@ -57,7 +57,7 @@ class PublicKnowledge:
         self.recessive = recessive_only(self.candidates)
         self.label_frequencies = self.frequencies[self.label_columns]
         self.label_genes = self.genes[self.label_columns]
-        self._resnik = KnowledgeRanker(self.candidates, annotation_path, tuple(databases))
+        self.resnik = KnowledgeRanker(self.candidates, annotation_path, tuple(databases))
         self._similarity: dict[bytes, np.ndarray] = {}
 
     def similarity(self, terms: list[np.ndarray]) -> np.ndarray:
@@ -69,9 +69,9 @@ class PublicKnowledge:
         for start in range(0, len(missing), 256):
             part = missing[start : start + 256]
             padded = pad_sequences([torch.from_numpy(np.asarray(t, np.int64)) for t in part])
-            raw = self._resnik.scores(padded).numpy()
+            raw = self.resnik.scores(padded).numpy()
             for t, row in zip(part, raw):
-                self._similarity[t.tobytes()] = standardised_similarity(row, self._resnik.known)
+                self._similarity[t.tobytes()] = standardised_similarity(row, self.resnik.known)
         if not terms:
             return np.zeros((0, len(self.candidates)), np.float32)
         return np.stack([self._similarity[t.tobytes()] for t in terms])

@@ -33,7 +33,6 @@ from federation.settings import ConfigError
 from modalities.consortium import load_consortium
 from modalities.phenotypes import pad_sequences
 from models.genotype_likelihood import GenotypeSettings
-from models.knowledge import KnowledgeRanker
 from models.phenotype_likelihood import LikelihoodSettings, signed_term_sets
 
 APPROACHES = ("resnik", "likelihood", "local", "federated", "deployed", "pooled")
@@ -230,7 +229,7 @@ def _hits(scores: np.ndarray, labels: np.ndarray, public: PublicKnowledge) -> di
 def _resnik(ctx: Context, per_site, shared):
     """Resnik best-match similarity to the annotations: the phenotype-only ranker the project had."""
     public = ctx.public
-    ranker = KnowledgeRanker(public.candidates, ctx.cfg.get("annotation_path"), tuple(ctx.cfg.databases))
+    ranker = public.resnik  # the same ranker the scorer's similarity term reads
     out = {}
     for site, patients in ctx.cohort.split("test").items():
         terms = pad_sequences([torch.from_numpy(t) for t in patients.terms]) if len(patients) else torch.zeros(0, 1, dtype=torch.long)
