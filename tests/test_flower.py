@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from functools import partial
@@ -25,7 +27,8 @@ from hydra.utils import instantiate
 
 from federation.engine import InProcessEngine
 from federation.experiment import local_limits
-from federation.flower import client_app
+from federation.flower import builder, client_app, site_cache, timing
+from federation.flower import deployment as flower
 from federation.flower.builder import build_module, build_strategy
 from federation.flower.config import (
     compose_config,
@@ -46,6 +49,7 @@ from federation.flower.records import (
 )
 from federation.flower.run_folder import RunFolder
 from federation.flower.secagg import ADVERT, MESSAGE_TYPES, ROSTER
+from federation.flower.site_cache import SiteCache
 from federation.privacy.egress import EgressViolation
 from federation.privacy.hooks import make_sites_private, wrap_strategy
 from federation.round_record import ACCEPTED, FAILED, REJECTED, ROUND_FAILED, SKIPPED
@@ -105,6 +109,7 @@ class InProcessGrid(Grid):
         self.nodes = nodes
         self.sent: list[Message] = []
         self.replies: list[Message] = []
+        self.waiting: list[Message] = []
         self._ids = itertools.count()
 
     def set_run(self, run) -> None:  # pragma: no cover - not used here
@@ -120,35 +125,44 @@ class InProcessGrid(Grid):
     def get_node_ids(self):
         return list(self.nodes)
 
-    def push_messages(self, messages):  # pragma: no cover
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):  # pragma: no cover
-        raise NotImplementedError
-
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = []
+    def push_messages(self, messages):
+        ids = []
         for message in messages:
             message.metadata.__dict__["_message_id"] = f"m{next(self._ids)}"
             self.sent.append(message)
+            ids.append(message.metadata.message_id)
             reply = self.nodes[message.metadata.dst_node_id](message)
             if reply is not None:
-                replies.append(reply)
-        self.replies += replies
-        return replies
+                self.replies.append(reply)
+                self.waiting.append(reply)
+        return ids
+
+    def send_and_receive(self, messages, *, timeout=None):  # pragma: no cover
+        raise AssertionError("the coordinator collects replies with push_messages and pull_messages (its own poll interval)")
+
+    def pull_messages(self, message_ids):
+        """The replies to these messages that have not been pulled yet (as the SuperLink hands each out once)."""
+        wanted = set(message_ids)
+        pulled = [r for r in self.waiting if r.metadata.reply_to_message_id in wanted]
+        self.waiting = [r for r in self.waiting if r not in pulled]
+        return pulled
 
 
 def client_node(
-    node_id: int, site: str, consortium: list[str], data_path: str | None = None, budget_file: Path | None = None, restarts: bool = False
+    node_id: int, site: str, consortium: list[str], data_path: str | None = None, budget_file: Path | None = None, restarts: bool = False,
+    state_dir: Path | None = None,
 ) -> Callable[[Message], Message]:
     """The real ClientApp behind one node, with this node's config and its own run state, as a SuperNode would keep it.
 
-    `budget_file`: where the site keeps its DP-SGD accountant (a fresh temporary file by default);
-    `restarts`: the SuperNode restarts before every message, so its run state is empty each time.
+    `budget_file`: where the site keeps its DP-SGD accountant (in `state_dir` by default);
+    `restarts`: the SuperNode restarts before every message, so its run state is empty each time;
+    `state_dir`: the node's own folder (a fresh temporary one by default): its site cache and timing log.
     """
     run_config = {"consortium": join_overrides(consortium), "coordinator": ""}
-    budget_file = budget_file or Path(tempfile.mkdtemp()) / "privacy_budget.json"
-    node_config = {"site": site, "data": data_path or "", "overrides": join_overrides([f"deploy.budget_file={budget_file}"])}
+    state_dir = state_dir or Path(tempfile.mkdtemp())
+    budget_file = budget_file or state_dir / "privacy_budget.json"
+    own = [f"deploy.budget_file={budget_file}", f"deploy.site_cache.dir={state_dir / 'cache'}"]
+    node_config = {"site": site, "data": data_path or "", "overrides": join_overrides(own), "timing": str(state_dir / "timing.jsonl")}
 
     def context() -> Context:
         return Context(run_id=1, node_id=node_id, node_config=node_config, state=RecordDict(), run_config=run_config)
@@ -158,9 +172,10 @@ def client_node(
 
 
 def coordinator(overrides: list[str], grid: Grid, run_dir: Path) -> Coordinator:
-    timeouts = ["deploy.rounds.wait_for_all_s=0", "deploy.rounds.wait_for_min_s=0", f"deploy.run_dir={run_dir}"]
+    """The coordinator over `grid`; no waiting: the in-process grid has every reply there is as soon as it is pushed."""
+    timeouts = ["deploy.rounds.wait_for_all_s=0", "deploy.rounds.wait_for_min_s=0", "deploy.rounds.reply_timeout_s=0", f"deploy.run_dir={run_dir}"]
     cfg = compose_config("deploy/coordinator", overrides + timeouts)
-    link = SiteLink(grid, consortium_plan(cfg.data), identify_timeout_s=5, ttl_s=60)
+    link = SiteLink(grid, consortium_plan(cfg.data), identify_timeout_s=0, ttl_s=60, journal=run_dir / "messages.jsonl")
     return Coordinator(cfg, link, RunFolder(run_dir))
 
 
@@ -627,3 +642,253 @@ def test_the_egress_check_refuses_anything_a_reply_should_not_carry(table_root, 
     reply.content["metrics"]["val_patient_age"] = 61.0
     with pytest.raises(EgressViolation, match="allow-list"):
         check_reply(request, reply.content, RecordDict())
+
+
+# ---------------------------------------------------------------- a round in seconds: the node cache, imports, polls, timing
+
+def _site_cfg(table_root: Path, cache_dir: Path, *extra: str):
+    node_config = {"site": "south", "overrides": join_overrides([f"deploy.site_cache.dir={cache_dir}", *extra])}
+    return site_config({"consortium": join_overrides(consortium_overrides(table_root))}, node_config)
+
+
+class CountingLoader:
+    """load_consortium, counting the times the site's files are actually read and prepared."""
+
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        monkeypatch.setattr(builder, "load_consortium", self)
+
+    def __call__(self, data, seed):
+        self.calls += 1
+        return load_consortium(data, seed=seed)
+
+
+def _load(cfg) -> tuple[object, str]:
+    timing.current = timing.MessageTimes("m", "train")
+    consortium = builder.load_own_site(cfg, consortium_plan(cfg.data), SiteCache.from_config(cfg.deploy.site_cache))
+    return consortium, timing.current.record["cache"]
+
+
+def _same_data(a, b) -> bool:
+    for name in ("train", "val", "test"):
+        ours, theirs = a.sites[0].splits[name].items, b.sites[0].splits[name].items
+        if len(ours) != len(theirs) or any(x["patient_id"] != y["patient_id"] or x["label"] != y["label"]
+                                           or not torch.equal(x["inputs"]["tabular"], y["inputs"]["tabular"]) for x, y in zip(ours, theirs)):
+            return False
+    return True
+
+
+def test_a_second_message_reads_the_prepared_data_from_the_node_cache(table_root, tmp_path, monkeypatch):
+    loader, cfg = CountingLoader(monkeypatch), _site_cfg(table_root, tmp_path / "cache")
+
+    first, source_1 = _load(cfg)
+    second, source_2 = _load(cfg)
+
+    assert (source_1, source_2, loader.calls) == ("miss", "hit", 1)
+    assert _same_data(first, second) and second.label_space.labels == first.label_space.labels
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [p.name for p in (tmp_path / "cache").glob("*.pt")]  # no temp files left
+
+
+def test_a_changed_data_file_or_data_config_invalidates_the_cache_and_other_settings_do_not(tmp_path, monkeypatch):
+    root = write_table_consortium(tmp_path / "tables")
+    loader = CountingLoader(monkeypatch)
+    _load(_site_cfg(root, tmp_path / "cache"))
+
+    _, other_settings = _load(_site_cfg(root, tmp_path / "cache", "federation.rounds=9", "model.optimizer.lr=0.5"))
+    _, other_split = _load(_site_cfg(root, tmp_path / "cache", "data.split.fractions.train=0.5", "data.split.fractions.val=0.3"))
+    with (root / "south.data").open("a") as handle:  # one more patient
+        handle.write((root / "south.data").read_text().splitlines()[0] + "\n")
+    changed, after_edit = _load(_site_cfg(root, tmp_path / "cache"))
+
+    assert (other_settings, other_split, after_edit) == ("hit", "miss", "miss") and loader.calls == 3
+    assert sum(len(s) for s in changed.sites[0].splits.values()) == 49
+
+
+def test_a_damaged_cache_entry_is_ignored_and_rebuilt(table_root, tmp_path, monkeypatch):
+    loader, cfg = CountingLoader(monkeypatch), _site_cfg(table_root, tmp_path / "cache")
+    reference, _ = _load(cfg)
+    (entry,) = (tmp_path / "cache").glob("*.pt")
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # e.g. a disk that filled up under another writer
+
+    rebuilt, source = _load(cfg)
+    _, then = _load(cfg)
+
+    assert (source, then, loader.calls) == ("miss", "hit", 2) and _same_data(rebuilt, reference)
+
+
+def test_a_crash_while_writing_leaves_no_cache_entry(table_root, tmp_path, monkeypatch):
+    cfg = _site_cfg(table_root, tmp_path / "cache")
+
+    def dies_half_way(payload, path):
+        Path(path).write_bytes(b"PK\x03\x04 half an entry")
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(site_cache.torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        _load(cfg)
+    monkeypatch.undo()
+
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert _load(cfg)[1] == "miss"
+
+
+def test_prepared_data_that_is_not_plain_tensors_is_not_cached(table_root, tmp_path):
+    class Stateful:
+        def __init__(self):
+            self.vocabulary = {"a": 0}
+
+    consortium = load_consortium(compose_config("train", consortium_overrides(table_root)).data, seed=0)
+    consortium.readers = {"tabular": Stateful()}
+
+    with pytest.raises(site_cache.NotCacheable, match="'tabular' reader .*vocabulary"):
+        site_cache.to_payload(consortium, "key")
+
+
+IMPORT_PROBE = """
+import importlib.abc, json, sys, traceback
+importers = {}
+
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name in ("monai", "transformers") and name not in importers:
+            frames = [f.filename for f in traceback.extract_stack()[:-1] if "importlib" not in f.filename and "<frozen" not in f.filename]
+            importers[name] = frames[-1]
+        return None
+
+sys.meta_path.insert(0, Spy())
+from flwr.app import Context, Message, MessageType, RecordDict
+from federation.flower import client_app
+from federation.flower.builder import build_module
+from federation.flower.config import site_config
+from federation.flower.plan import consortium_plan
+from federation.flower.records import Instructions, instructions_content
+from federation.state import get_state, trainable_keys
+from flwr.supercore.task_identity import TaskIdentity
+
+TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0  # as Flower stamps a ClientApp process
+run_config, node_config = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+cfg = site_config(run_config, node_config)
+plan = consortium_plan(cfg.data)
+state = get_state(build_module(cfg, plan), trainable_keys(build_module(cfg, plan)))
+errors = []
+for kind, instructions in ((MessageType.TRAIN, Instructions(1, "north", plan.fingerprint, 1000, {"max_steps": 2, "max_epochs": -1})),
+                           (MessageType.EVALUATE, Instructions(1, "north", plan.fingerprint, splits=["val"]))):
+    message = Message(instructions_content(state, instructions), 0, kind)
+    message.metadata.__dict__["_message_id"] = kind
+    reply = client_app.app(message, Context(run_id=1, node_id=0, node_config=node_config, state=RecordDict(), run_config=run_config))
+    errors += [reply.error.reason] if reply.has_error() else []
+heavy = ["monai", "federation.experiment", "federation.adaptation", "federation.governance"]
+print(json.dumps({"errors": errors, "importers": importers, "loaded": [m for m in heavy if m in sys.modules]}))
+"""
+
+
+def test_a_logistic_regression_site_imports_no_encoder_library_and_no_experiment_stack(table_root, tmp_path):
+    """In a fresh interpreter, as Flower starts one per message: import the ClientApp, train and evaluate once."""
+    run_config = {"consortium": join_overrides(consortium_overrides(table_root)), "coordinator": ""}
+    node_config = {"site": "north", "overrides": join_overrides([f"deploy.site_cache.dir={tmp_path / 'cache'}",
+                                                                 f"deploy.budget_file={tmp_path / 'budget.json'}"])}
+    done = subprocess.run([sys.executable, "-c", IMPORT_PROBE, json.dumps(run_config), json.dumps(node_config)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert probe["errors"] == [] and probe["loaded"] == []
+    assert "monai" not in probe["importers"]
+    # transformers comes with torchmetrics (which Lightning imports) whenever it is installed; never through our code
+    assert probe["importers"].get("transformers", "torchmetrics/functional/text/bert.py").endswith("torchmetrics/functional/text/bert.py")
+
+
+def test_the_site_timing_and_the_coordinator_journal_meet_by_message_id(table_root, tmp_path):
+    overrides = consortium_overrides(table_root)
+    nodes = {100 + i: client_node(100 + i, site, overrides, state_dir=tmp_path / site) for i, site in enumerate(SITES)}
+
+    coordinator(overrides, InProcessGrid(nodes), tmp_path / "run").run()
+
+    journal = {line["message_id"]: line for line in timing.read_lines(tmp_path / "run" / "messages.jsonl")}
+    for site in SITES:
+        lines = timing.read_lines(tmp_path / site / "timing.jsonl")
+        assert [line["kind"] for line in lines] == ["query", "train", "evaluate", "train", "evaluate"]
+        assert [line.get("cache") for line in lines] == [None, "miss", "hit", "hit", "hit"]
+        for line in lines:
+            sent = journal[line["message_id"]]
+            assert sent["site"] in (site, None) and sent["sent"] <= line["handler_start"] <= line["reply_done"] <= sent["replied"]
+            if line["kind"] in ("train", "evaluate"):
+                marks = [line["handler_start"]] + [line[f"{phase}_done"] for phase in timing.PHASES] + [line["reply_done"]]
+                assert marks == sorted(marks)
+
+
+class LateGrid(InProcessGrid):
+    """Hands a reply out only at the n-th pull that asks for it: a site slower than one poll interval."""
+
+    def __init__(self, nodes, late_pulls: int):
+        super().__init__(nodes)
+        self.late_pulls, self.pulls = late_pulls, 0
+
+    def pull_messages(self, message_ids):
+        self.pulls += 1
+        return super().pull_messages(message_ids) if self.pulls >= self.late_pulls else []
+
+
+def test_the_coordinator_polls_for_replies_at_its_own_interval_until_they_come(table_root):
+    overrides = consortium_overrides(table_root)
+    grid = LateGrid(nodes_for(overrides), late_pulls=4)
+    link = SiteLink(grid, consortium_plan(compose_config("train", overrides).data), identify_timeout_s=60, ttl_s=60, reply_poll_s=0.01)
+
+    online = link.online()
+
+    assert sorted(online) == sorted(SITES) and grid.pulls == 4
+
+
+def test_the_superexec_poll_interval_reaches_flower_under_the_name_it_reads(monkeypatch):
+    from flwr.supercore.superexec import run_superexec
+
+    env = flower.flower_env("/tmp/home", 0.1)
+    monkeypatch.setenv(flower.SUPEREXEC_POLL_ENV, env[flower.SUPEREXEC_POLL_ENV])
+
+    assert run_superexec._get_task_poll_interval() == 0.1
+
+
+def test_a_warm_executor_runs_each_task_in_a_forked_child_with_flowers_runtime(tmp_path, monkeypatch):
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.exit import exit_handler
+    from flwr.supercore.superexec.executor.types import ExecutionSpec, LaunchResultStatus
+    from flwr.supernode.runtime import run_clientapp as runtime
+
+    from federation.flower import warm_exec
+
+    def run_clientapp(**kwargs):  # what the child runs: Flower's ClientApp runtime, here a stand-in that reports
+        (tmp_path / f"{kwargs['token']}.json").write_text(json.dumps({"kwargs": kwargs, "pid": os.getpid(),
+                                                                      "handlers": len(exit_handler.registered_exit_handlers)}))
+        sys.exit(0)
+
+    monkeypatch.setattr(runtime, "run_clientapp", run_clientapp)
+    exit_handler.add_exit_handler(lambda: None)  # the parent's: must not run in a child
+    executor = warm_exec.ForkExecutor()
+    spec = ExecutionSpec(TaskType.CLIENT_APP, "127.0.0.1:1", "token1", True, None, False, os.getpid(), False, 7)
+
+    result = executor.launch(spec)
+    (child,) = executor.children
+    os.waitpid(child, 0)
+    executor.reconcile()
+    exit_handler.registered_exit_handlers.pop()
+
+    ran = json.loads((tmp_path / "token1.json").read_text())
+    assert result.status == LaunchResultStatus.ACCEPTED and ran["pid"] == child != os.getpid()
+    assert ran["kwargs"]["runtime_api_address"] == "127.0.0.1:1" and ran["kwargs"]["insecure"] is True and ran["handlers"] == 0
+    assert executor.children == set()
+
+
+def test_the_warm_superexec_is_flowers_loop_with_the_fork_executor(monkeypatch):
+    from flwr.supercore.superexec import run_superexec as superexec
+
+    from federation.flower import warm_exec
+
+    seen = {}
+    monkeypatch.setattr(superexec, "run_superexec", lambda **kwargs: seen.update(kwargs, executor=superexec.get_executor("subprocess")))
+    monkeypatch.setattr(superexec, "get_executor", superexec.get_executor)  # restored after the test
+
+    warm_exec.main(["serve", "--runtime-api-address", "127.0.0.1:9", "--parent-pid", "1"])
+
+    assert isinstance(seen["executor"], warm_exec.ForkExecutor)
+    assert (seen["runtime_api_address"], seen["parent_pid"], seen["insecure"]) == ("127.0.0.1:9", 1, True)
+    assert all(module in sys.modules for module in warm_exec.PRELOAD)

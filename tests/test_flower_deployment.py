@@ -30,6 +30,7 @@ from federation.flower.launch import start_coordinator, start_site
 from federation.flower.loopback import Loopback, make_certificates
 from federation.flower.plan import consortium_plan
 from federation.flower.run_folder import RunFolder
+from federation.flower.timing import read_lines
 from federation.round_record import ACCEPTED, FAILED
 
 pytestmark = pytest.mark.slow
@@ -89,6 +90,32 @@ def test_three_sites_train_two_rounds_over_tls_and_match_the_in_process_engine(t
         assert final[site.name]["macro_auroc"] == pytest.approx(expected["macro_auroc"], abs=1e-5)
     before = sum(evaluate(initial.model, s.loader("test"))["accuracy"] for s in sites)
     assert sum(final[s]["accuracy"] for s in SITES) > before  # the federated model learned something
+    assert_messages_timed_and_cached(run_dir)
+
+
+def assert_messages_timed_and_cached(run_dir: Path, forked: bool = False) -> None:
+    """Every site timed each message it handled, the coordinator's journal has it, and only its first read the data files."""
+    journal = {line["message_id"]: line for line in read_lines(run_dir / "messages.jsonl")}
+    for site in SITES:
+        lines = read_lines(run_dir / "sites" / site / "timing.jsonl")
+        assert [line["kind"] for line in lines] == ["train", "evaluate", "train", "evaluate"]
+        assert [line["cache"] for line in lines] == ["miss", "hit", "hit", "hit"]
+        assert all(journal[line["message_id"]]["site"] == site and journal[line["message_id"]]["replied"] for line in lines)
+        assert all(line.get("forked", False) == forked for line in lines)
+        assert len(list((run_dir / "sites" / site / "cache").glob("*.pt"))) == 1
+
+
+def test_clientapp_processes_forked_from_a_warm_one_end_with_the_same_model(table_root, tmp_path):
+    consortium = consortium_overrides(table_root, rounds=2)
+    _, _, module = in_process_run(consortium)
+
+    with loopback(tmp_path, consortium, "deploy.loopback.site_overrides=['deploy.clientapp.warm=true']") as deployment:
+        status = deployment.run()
+
+    assert status["state"] == "finished", status
+    assert all(site["status"] == ACCEPTED for r in rounds_of(deployment.run_dir) for site in r["sites"].values())
+    assert_same_model(deployment.run_dir, module)
+    assert_messages_timed_and_cached(deployment.run_dir, forked=True)
 
 
 def test_a_node_without_a_registered_key_is_refused(table_root, tmp_path):

@@ -11,7 +11,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from federation import build
+from federation.flower import timing
 from federation.flower.plan import ConsortiumPlan, own_site_data
+from federation.flower.site_cache import SiteCache
 from federation.participation import Participation
 from federation.site import Site
 from federation.strategies.base import Strategy
@@ -34,11 +36,16 @@ def build_strategy(cfg: DictConfig) -> tuple[Strategy, Participation, UpdateVali
     )
 
 
-def load_own_site(cfg: DictConfig, plan: ConsortiumPlan) -> Consortium:
-    """This site's data only, read by the loader its data config names, with the consortium's label space."""
+def load_own_site(cfg: DictConfig, plan: ConsortiumPlan, cache: SiteCache | None = None) -> Consortium:
+    """This site's data only, read by the loader its data config names (or from the node's cache), with the consortium's label space."""
     site = str(cfg.deploy.site)
     plan.site_index(site)  # refuses a site the consortium does not know
-    consortium = load_consortium(own_site_data(cfg.data, site, cfg.deploy.get("data_path")), seed=cfg.seed)
+    data = own_site_data(cfg.data, site, cfg.deploy.get("data_path"))
+    if cache is None:
+        consortium, source = load_consortium(data, seed=cfg.seed), "off"
+    else:
+        consortium, source = cache.load_or_build(data, int(cfg.seed), lambda: load_consortium(data, seed=cfg.seed))
+    timing.note(cache=source)
     names = [s.name for s in consortium.sites]
     if names != [site]:
         raise ValueError(f"the data loader {cfg.data.get('loader')!r} read sites {names}; a deployed site must read only its own ({site!r})")

@@ -6,18 +6,33 @@ advert, the update staying here); train.secagg_share / _mask / _unmask: the
 site's steps of secure aggregation (secagg.py); evaluate: the global model's
 metrics on this site's held-out splits. Exceptions become error replies that
 carry the reason to the coordinator's round record. Every reply passes the
-egress check first (`egress_mod`).
+egress check first (`egress_mod`); `timing_mod` records where the message's time
+went (federation/flower/timing.py), on the site's disk only.
+
+Every message imports this module afresh (unless forked from a warm process:
+warm_exec.py), so it imports only what a site needs to train and evaluate:
+nothing of the in-process experiment stack (federation.experiment), no MONAI
+unless the configured model builds an imaging encoder. Lightning is needed (Site
+trains with its Trainer) and imports torchmetrics, which imports transformers
+whenever it is installed; tests/test_flower.py checks that nothing else does.
 """
 from __future__ import annotations
 
-from flwr.app import Context, Message
-from flwr.clientapp import ClientApp
+import time
 
-from federation.flower import secagg
-from federation.flower.egress import egress_mod
-from federation.flower.site_node import SiteNode, identify
+from federation.flower import timing
 
-app = ClientApp(mods=[egress_mod])
+timing.IMPORTS["imports_start"] = time.time()
+
+from flwr.app import Context, Message  # noqa: E402
+from flwr.clientapp import ClientApp  # noqa: E402
+
+from federation.flower import secagg  # noqa: E402
+from federation.flower.egress import egress_mod  # noqa: E402
+from federation.flower.site_node import SiteNode, identify  # noqa: E402
+
+timing.IMPORTS["imports_done"] = time.time()
+app = ClientApp(mods=[timing.timing_mod, egress_mod])
 
 
 @app.query()

@@ -63,9 +63,9 @@ def _simulated_site(consortium: list[str], node_config: Mapping[str, object]) ->
     return sites[int(node_config["partition-id"])] if int(node_config["partition-id"]) < len(sites) else None
 
 
-def node_config_string(site: str, data_path: str | None, overrides: Sequence[str]) -> str:
-    """What `flower-supernode --node-config` takes for `site_config` to read back."""
-    parts = {"site": site, "data": data_path or "", "overrides": join_overrides(overrides)}
+def node_config_string(site: str, data_path: str | None, overrides: Sequence[str], timing_log: str | None = None) -> str:
+    """What `flower-supernode --node-config` takes for `site_config` to read back (and `timing`: for timing_mod, no config needed)."""
+    parts = {"site": site, "data": data_path or "", "overrides": join_overrides(overrides)} | ({"timing": timing_log} if timing_log else {})
     return " ".join(f"{key}={_toml_string(value)}" for key, value in parts.items())
 
 

@@ -68,7 +68,11 @@ class Process:
             pass
 
 
-def flower_env(flwr_home: str | Path) -> dict[str, str]:
+SUPEREXEC_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
+"""Flower's only setting for how often a SuperExec looks for a task to start a process for (default 1 s, 0.01-60)."""
+
+
+def flower_env(flwr_home: str | Path, superexec_poll_s: float | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
@@ -79,15 +83,18 @@ def flower_env(flwr_home: str | Path) -> dict[str, str]:
         TRANSFORMERS_OFFLINE="1",
         PYTHONUNBUFFERED="1",
     )
+    if superexec_poll_s is not None:  # inherited by the SuperExec the SuperLink or SuperNode starts
+        env[SUPEREXEC_POLL_ENV] = f"{float(superexec_poll_s):g}"
     return env
 
 
-def start(name: str, command: list[str], flwr_home: str | Path, log_path: str | Path) -> Process:
+def start(name: str, command: list[str], flwr_home: str | Path, log_path: str | Path, superexec_poll_s: float | None = None) -> Process:
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     Path(flwr_home).mkdir(parents=True, exist_ok=True)
+    env = flower_env(flwr_home, superexec_poll_s)
     with log_path.open("ab") as log:
-        popen = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=flower_env(flwr_home), start_new_session=True)
+        popen = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     return Process(name, popen, log_path)
 
 
@@ -114,6 +121,9 @@ def supernode_command(deploy: DictConfig, node_config: str) -> list[str]:
         command += ["--max-retries", str(deploy.retry.max_retries)]
     if deploy.retry.max_wait_time_s is not None:
         command += ["--max-wait-time", str(deploy.retry.max_wait_time_s)]
+    if deploy.get("clientapp", {}).get("warm"):  # ClientApp processes forked from a warm one (federation/flower/warm_exec.py)
+        return [sys.executable, "-m", "federation.flower.warm_exec", "supervise", "--runtime-api-address", f"127.0.0.1:{deploy.port}",
+                "--", *command, "--isolation", "process"]
     return command
 
 

@@ -109,7 +109,8 @@ def register_keys_privately(cfg: DictConfig, health_timeout_s: float) -> None:
 
 def start_superlink(deploy: DictConfig, host: str, port: int, log_path: Path, health_timeout_s: float) -> flower.Process:
     """A SuperLink on host:port, once it answers /health, with the `flwr` CLI's connection pointing at it."""
-    superlink = flower.start("superlink", flower.superlink_command(deploy, host, port), deploy.superlink.flwr_home, log_path)
+    superlink = flower.start("superlink", flower.superlink_command(deploy, host, port), deploy.superlink.flwr_home, log_path,
+                             deploy.superlink.get("superexec_poll_s"))
     try:
         ca = str(Path(deploy.tls.ca_cert).resolve()) if deploy.tls.enabled else None
         reach = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host  # where this machine reaches it
@@ -122,11 +123,20 @@ def start_superlink(deploy: DictConfig, host: str, port: int, log_path: Path, he
 
 
 def start_site(cfg: DictConfig, local_overrides: list[str], log_path: str | Path | None = None) -> flower.Process:
-    """This site's SuperNode; the ClientApp composes deploy/site with `local_overrides` for every message."""
+    """This site's SuperNode; the ClientApp composes deploy/site with `local_overrides` for every message.
+
+    The node's own paths (site cache, timing log) travel resolved: the ClientApp must find them
+    whatever directory Flower starts it in.
+    """
     deploy = cfg.deploy
-    node_config = node_config_string(str(deploy.site), str(Path(deploy.data_path).resolve()) if deploy.data_path else None, local_overrides)
+    data = str(Path(deploy.data_path).resolve()) if deploy.data_path else None
+    cache = deploy.get("site_cache")
+    own = [f"deploy.site_cache.dir={Path(str(cache.dir)).resolve()}"] if cache is not None and cache.get("dir") else []
+    timing = str(Path(deploy.timing_log).resolve()) if deploy.get("timing_log") else None
+    node_config = node_config_string(str(deploy.site), data, list(local_overrides) + own, timing)
     home = Path(deploy.flwr_home).resolve()
-    return flower.start(f"site {deploy.site}", flower.supernode_command(deploy, node_config), home, log_path or home.parent / "supernode.log")
+    poll = deploy.get("poll", {}).get("superexec_s")
+    return flower.start(f"site {deploy.site}", flower.supernode_command(deploy, node_config), home, log_path or home.parent / "supernode.log", poll)
 
 
 SUPERNODE_PROBLEMS = {

@@ -10,11 +10,15 @@ site or another plan is refused for the run, and the reason logged (one that doe
 not answer in time, or claims a site another node still serves, is asked again
 next round).
 Every exchange has a reply timeout: a dead or hung node costs the round that
-long, never the run.
+long, never the run. Replies are collected with Flower's `push_messages` and
+`pull_messages` every `reply_poll_s` (Flower's own `send_and_receive` waits 3 s
+between pulls, a fixed cost of up to 3 s per exchange); each message's send and
+reply times go to `journal` (messages.jsonl in the run folder) when given.
 """
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -24,6 +28,7 @@ from flwr.serverapp import Grid
 
 from federation.flower.plan import ConsortiumPlan
 from federation.flower.records import META
+from federation.flower.timing import append_line
 from federation.round_record import FAILED
 
 log = logging.getLogger(__name__)
@@ -34,10 +39,11 @@ Reply = Message | str
 
 
 class SiteLink:
-    def __init__(self, grid: Grid, plan: ConsortiumPlan, identify_timeout_s: float, ttl_s: float, site_keys: dict[str, bytes] | None = None):
+    def __init__(self, grid: Grid, plan: ConsortiumPlan, identify_timeout_s: float, ttl_s: float, site_keys: dict[str, bytes] | None = None,
+                 reply_poll_s: float = 3.0, journal: Path | None = None):
         """`site_keys`: each site's public key (DER), when SuperNodes authenticate; None: ask nodes who they are."""
         self.grid, self.plan, self.site_keys = grid, plan, site_keys
-        self.identify_timeout_s, self.ttl_s = identify_timeout_s, ttl_s
+        self.identify_timeout_s, self.ttl_s, self.reply_poll_s, self.journal = identify_timeout_s, ttl_s, reply_poll_s, journal
         self.node_site: dict[int, str] = {}
         self.refused: dict[int, str] = {}
         self.problems: dict[str, str] = {}
@@ -104,18 +110,35 @@ class SiteLink:
         return site, ""
 
     def _round_trip(self, messages: dict[int, Message], timeout_s: float) -> dict[int, Reply]:
-        replies = list(self.grid.send_and_receive(list(messages.values()), timeout=timeout_s))
+        """Push the messages, then pull replies every `reply_poll_s` until all are in or `timeout_s` has passed."""
+        deadline, sent = time.monotonic() + timeout_s, time.time()
+        pushed = list(self.grid.push_messages(list(messages.values())))
         # message ids are set when pushed; a reply names the message it answers (even the SuperLink's own
         # error reply for a node that stopped sending heartbeats)
-        node_of = {message.metadata.message_id: node for node, message in messages.items()}
-        out: dict[int, Reply] = {node: f"no reply within {timeout_s:g} s" for node in messages}
-        for reply in replies:
-            node = node_of.get(reply.metadata.reply_to_message_id)
-            if node is None:
-                log.warning("ignored a reply to a message this exchange did not send")
-                continue
-            out[node] = reply
+        node_of = {message.metadata.message_id: node for node, message in messages.items() if message.metadata.message_id in pushed}
+        out: dict[int, Reply] = {node: "the SuperLink did not take the message" for node in messages}
+        out |= {node: f"no reply within {timeout_s:g} s" for node in node_of.values()}
+        replied: dict[int, float] = {}
+        while len(replied) < len(node_of):
+            for reply in self.grid.pull_messages([m for m, node in node_of.items() if node not in replied]):
+                node = node_of.get(reply.metadata.reply_to_message_id)
+                if node is None or node in replied:
+                    log.warning("ignored a reply to a message this exchange did not send (or sent twice)")
+                    continue
+                out[node], replied[node] = reply, time.time()
+            if len(replied) == len(node_of) or time.monotonic() >= deadline:
+                break
+            time.sleep(min(self.reply_poll_s, max(0.0, deadline - time.monotonic())))
+        self._write_journal(messages, sent, replied)
         return out
+
+    def _write_journal(self, messages: dict[int, Message], sent: float, replied: dict[int, float]) -> None:
+        if self.journal is None:
+            return
+        for node, message in messages.items():
+            append_line(self.journal, {"message_id": message.metadata.message_id, "node": node, "site": self.node_site.get(node),
+                                       "kind": message.metadata.message_type, "group": message.metadata.group_id,
+                                       "sent": sent, "replied": replied.get(node)})
 
 
 def reply_problem(reply: Reply) -> tuple[str, str]:

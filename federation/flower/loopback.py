@@ -52,7 +52,8 @@ class Loopback:
 
     def start_site(self, site: str, port: int) -> flower.Process:
         cfg = compose_config(SITE_CONFIG, self.consortium + self._site_overrides(site, port))
-        self.nodes[site] = start_site(cfg, [], self.run_dir / "sites" / f"{site}.log")
+        own = [str(o) for o in self.cfg.deploy.loopback.get("site_overrides") or []]  # the ClientApp's config too
+        self.nodes[site] = start_site(cfg, own, self.run_dir / "sites" / f"{site}.log")
         return self.nodes[site]
 
     def run(self, timeout_s: float | None = None) -> dict:
@@ -84,8 +85,10 @@ class Loopback:
             f"deploy.flwr_home={self.run_dir / 'sites' / site / 'flwr_home'}", f"deploy.tls.enabled={deploy.tls.enabled}",
             f"deploy.tls.root_certificates={Path(deploy.tls.ca_cert).resolve()}", f"deploy.auth.enabled={deploy.auth.enabled}",
             f"deploy.auth.private_key={Path(deploy.auth.site_keys).resolve() / site}",
+            f"deploy.site_cache.dir={self.run_dir / 'sites' / site / 'cache'}", f"deploy.timing_log={self.run_dir / 'sites' / site / 'timing.jsonl'}",
         ]
-        return overrides + ([f"deploy.data_path={Path(data).resolve()}"] if data else [])
+        overrides += [f"deploy.data_path={Path(data).resolve()}"] if data else []
+        return overrides + [str(o) for o in deploy.loopback.get("site_overrides") or []]  # the SuperNode's settings
 
 
 def make_certificates(out_dir: Path, host: str, sites: list[str]) -> None:

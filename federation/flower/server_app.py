@@ -2,7 +2,7 @@
 
 Flower's stock strategies cannot aggregate replies whose arrays differ between
 sites (ours differ by modality), so the ServerApp runs its own round loop
-(coordinator.py) over `grid.send_and_receive` and aggregates with rarefed's
+(coordinator.py) over the grid's push and pull and aggregates with rarefed's
 strategies. Started by the SuperLink for each `flwr run`.
 """
 from __future__ import annotations
@@ -35,7 +35,8 @@ def main(grid: Grid, context: Context) -> None:
         check_training_config(cfg, paths=False)  # as scripts/flower_coordinator.py did; recorded in status.json if it fails
         plan = consortium_plan(cfg.data)
         keys = load_site_keys(cfg.deploy.auth.site_keys, list(plan.sites)) if cfg.deploy.auth.enabled else None
-        link = SiteLink(grid, plan, float(cfg.deploy.rounds.identify_timeout_s), float(cfg.deploy.rounds.message_ttl_s), keys)
+        link = SiteLink(grid, plan, float(cfg.deploy.rounds.identify_timeout_s), float(cfg.deploy.rounds.message_ttl_s), keys,
+                        float(cfg.deploy.rounds.get("reply_poll_s", 3.0)), folder.path / "messages.jsonl")
         state = Coordinator(cfg, link, folder).run()
     except Exception as err:
         folder.status("stopped", folder.read_status().get("round", 0), rounds, state=FAILED, error=f"{type(err).__name__}: {err}")

@@ -1,8 +1,8 @@
 """A deployed site's side of a round: the ClientApp's work, free of Flower's process model.
 
 Flower starts a fresh ClientApp process for every message, so each message
-composes the site's config, loads this site's own data and builds the model
-again; what `Site` keeps between rounds (FedBN's normalisation layers, SCAFFOLD's
+composes the site's config, builds the model and gets this site's own data again
+(prepared once, then from the node's cache: site_cache.py); what `Site` keeps between rounds (FedBN's normalisation layers, SCAFFOLD's
 control variate) is carried in the node's run state (`context.state`), which
 never leaves the site. Every refusal (another consortium config, a message meant
 for another site) raises with the reason; Flower returns it to the coordinator.
@@ -17,6 +17,8 @@ here and the reply is a key advert (federation/flower/secagg.py).
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,8 +27,7 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from omegaconf import DictConfig
 
 from federation.evaluation import evaluate
-from federation.experiment import evaluation_device, quiet_lightning
-from federation.flower import secagg
+from federation.flower import secagg, timing
 from federation.flower.builder import build_module, build_site, load_own_site
 from federation.flower.config import site_config
 from federation.flower.plan import ConsortiumPlan, consortium_plan
@@ -40,11 +41,13 @@ from federation.flower.records import (
     state_to_record,
     update_to_content,
 )
+from federation.flower.site_cache import SiteCache
 from federation.outputs import write_json
 from federation.privacy.accountant import BudgetExhausted, PrivacyBudget
 from federation.privacy.hooks import make_sites_private, privacy_kind
 from federation.site import Site
 from federation.state import StateDict, set_state
+from federation.threads import resolve_threads
 from federation.update import ModelUpdate
 
 SITE_MEMORY = ("kept_local", "control")
@@ -62,19 +65,33 @@ def identify(run_config: Mapping, node_config: Mapping) -> RecordDict:
     return RecordDict({META: ConfigRecord({"site": str(cfg.deploy.site), "plan": plan.fingerprint})})
 
 
+QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed")
+EXPECTED_WARNINGS = (
+    ".*validation_step.*no `val_dataloader`.*", ".*module\\(s\\) in eval mode at the start of training.*",
+    ".*No positive samples in targets.*", ".*isinstance\\(treespec, LeafSpec\\).*", ".*NvImgCodecPydicomReader.*",
+)
+"""federation.experiment's list, which quiet_training mirrors: importing it from there would load the whole
+experiment stack (adaptation, governance, reports) into every message's process."""
+
+
 class SiteNode:
     def __init__(self, cfg: DictConfig, plan: ConsortiumPlan, memory: RecordDict, run_id: int = 0):
-        quiet_lightning()
+        quiet_training()
+        use_threads(cfg.get("torch_threads"))
         self.cfg, self.plan, self.memory, self.run_id = cfg, plan, memory, run_id
         self.name = str(cfg.deploy.site)
         self.module = build_module(cfg, plan)
-        self.site = build_site(cfg, load_own_site(cfg, plan), self.module)
-        self.device = evaluation_device(cfg.trainer.accelerator)
+        timing.mark("model")
+        consortium = load_own_site(cfg, plan, SiteCache.from_config(cfg.deploy.get("site_cache")))
+        timing.mark("data")
+        self.site = build_site(cfg, consortium, self.module)
+        self.device = evaluation_device(str(cfg.trainer.accelerator))
         restore_memory(self.site, memory)
 
     @classmethod
     def from_context(cls, run_config: Mapping, node_config: Mapping, memory: RecordDict, run_id: int = 0) -> SiteNode:
         cfg = site_config(run_config, node_config)
+        timing.mark("config")
         return cls(cfg, consortium_plan(cfg.data), memory, run_id)
 
     def train(self, content: RecordDict) -> RecordDict:
@@ -82,6 +99,7 @@ class SiteNode:
         self._make_private(instructions)
         try:
             update = self._train(state, instructions)
+            timing.mark("work")
         except BudgetExhausted as spent:  # the site stops contributing, and says so
             return declined_content(self.name, instructions.round, str(spent), self._spent())
         finally:
@@ -99,6 +117,7 @@ class SiteNode:
         for split in instructions.splits or ["val"]:
             scores = evaluate(self.module.model, self.site.loader(split), self.device)
             metrics |= {f"{split}_{name}": value for name, value in scores.items()}
+        timing.mark("work")
         return metrics_content(self.name, instructions.round, metrics)
 
     def _train(self, state: StateDict, instructions: Instructions) -> ModelUpdate:
@@ -151,6 +170,27 @@ class SiteNode:
         if instructions.site != self.name:
             raise ValueError(f"this node is site {self.name!r}, but the message is for site {instructions.site!r}")
         return state, instructions
+
+
+def quiet_training() -> None:
+    """Lightning announces devices at every fit; a site's log would hold little else."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def use_threads(setting) -> None:
+    """`torch_threads` as the in-process run applies it (auto: the cores not busy now). Sites share their machines:
+    torch's default, a thread per core, made a train message 4x slower on 2 busy cores (3.0 s against 0.7 s)."""
+    threads = resolve_threads(setting)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def evaluation_device(accelerator: str) -> str:
+    """As federation.experiment.evaluation_device (not imported from there, see EXPECTED_WARNINGS)."""
+    return "cuda" if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 def restore_memory(site: Site, memory: RecordDict) -> None:
