@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from federation.experiment import quiet_lightning  # noqa: E402
+from federation.training_env import quiet_lightning  # noqa: E402
 from federation.privacy.membership import attack_federation  # noqa: E402
 from modalities.consortium import load_consortium  # noqa: E402
 

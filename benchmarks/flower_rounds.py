@@ -41,7 +41,7 @@ import torch
 from federation.build import build_sites
 from federation.engine import InProcessEngine
 from federation.evaluation import evaluate
-from federation.experiment import local_limits, quiet_lightning
+from federation.training_env import local_limits, quiet_lightning
 from federation.flower import deployment as flower
 from federation.flower.builder import build_module, build_strategy
 from federation.flower.config import compose_config, join_overrides

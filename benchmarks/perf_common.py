@@ -46,7 +46,7 @@ def build_federation(cfg) -> Federation:
     import logging
 
     from federation.build import build_module, build_sites
-    from federation.experiment import quiet_lightning
+    from federation.training_env import quiet_lightning
     from modalities.consortium import load_consortium
 
     quiet_lightning()

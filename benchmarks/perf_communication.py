@@ -17,7 +17,7 @@ from perf_common import DEFAULT, SMOKE, Federation, build_federation, config, ma
 from federation.compression import CompressingSite, encode_update, make_codec, wire_bytes
 from federation.engine import InProcessEngine
 from federation.evaluation import predict
-from federation.experiment import local_limits
+from federation.training_env import local_limits
 from federation.participation import Participation
 from federation.report import build_summary
 from federation.state import get_state, set_state, trainable_keys

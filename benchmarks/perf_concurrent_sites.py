@@ -23,7 +23,7 @@ from perf_common import SMOKE, build_federation, config, markdown_table
 
 from federation.engine import InProcessEngine
 from federation.evaluation import evaluate
-from federation.experiment import evaluation_device, local_limits
+from federation.training_env import evaluation_device, local_limits
 from federation.state import get_state, set_state, trainable_keys
 
 SUITES = {

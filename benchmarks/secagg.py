@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from federation.experiment import local_limits, quiet_lightning  # noqa: E402
+from federation.training_env import local_limits, quiet_lightning  # noqa: E402
 from federation.privacy.egress import serialise_message, serialise_update  # noqa: E402
 from federation.privacy.secagg import SecAggClient, SecAggServer, run_secure_aggregation  # noqa: E402
 from federation.site import Site  # noqa: E402

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,42 +35,12 @@ from federation.report import APPROACHES, build_summary, combine_seeds, markdown
 from federation.settings import ConfigError, check_training_config
 from federation.site import Site
 from federation.state import get_state, set_state, trainable_keys
-from federation.threads import resolve_threads
+from federation.training_env import evaluation_device, local_limits, quiet_lightning, use_threads
 from federation.validation import UpdateValidator
 from federation.vus_evaluation import VusEvaluation
 from modalities.consortium import Consortium, load_consortium
 
 log = logging.getLogger(__name__)
-
-
-EXPECTED_WARNINGS = (
-    ".*validation_step.*no `val_dataloader`.*",  # sites validate the global model outside Lightning
-    ".*module\\(s\\) in eval mode at the start of training.*",  # the frozen text encoder stays in eval mode
-    ".*No positive samples in targets.*",  # small test sets lack most diseases; metrics.py handles it
-    ".*isinstance\\(treespec, LeafSpec\\).*",
-    ".*NvImgCodecPydicomReader.*",  # MONAI's optional GPU DICOM decoder is not installed; pydicom decodes
-)
-
-
-def quiet_lightning() -> None:
-    """Lightning announces devices and parameter counts at every fit; a run does hundreds of fits."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for pattern in EXPECTED_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-
-
-def evaluation_device(accelerator: str) -> str:
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
-
-
-def local_limits(federation: DictConfig) -> dict:
-    """Per-round local training budget: `local_steps` optimizer steps if set, else `local_epochs` epochs."""
-    if federation.get("local_steps"):
-        return {"max_steps": int(federation.local_steps), "max_epochs": -1}
-    return {"max_epochs": int(federation.local_epochs)}
 
 
 def baseline_limits(cfg: DictConfig) -> dict:
@@ -92,9 +61,7 @@ def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     """One run, or one per training seed in `cfg.seeds` (same data, mean and sd over seeds in the summary)."""
     check_training_config(cfg)  # every bound, name and path, before any data is read or file written
     quiet_lightning()
-    threads = resolve_threads(cfg.get("torch_threads"))
-    if threads:
-        torch.set_num_threads(threads)
+    use_threads(cfg.get("torch_threads"))
     consortium = load_consortium(cfg.data, seed=cfg.seed)
     seeds = list(cfg.get("seeds") or [cfg.seed])
     # governed runs keep one ledger and registry per training seed

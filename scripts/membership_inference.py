@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from federation.entrypoint import hydra_task
-from federation.experiment import quiet_lightning
+from federation.training_env import quiet_lightning
 from federation.outputs import write_json, write_text
 from federation.privacy.membership import attack_federation
 from federation.settings import check_privacy, check_training_config

@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from support import compose_config
 
-from federation.experiment import local_limits, quiet_lightning
+from federation.training_env import local_limits, quiet_lightning
 from federation.privacy.egress import (
     EgressViolation,
     check_egress,

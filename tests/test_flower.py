@@ -26,7 +26,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from hydra.utils import instantiate
 
 from federation.engine import InProcessEngine
-from federation.experiment import local_limits
+from federation.training_env import local_limits
 from federation.flower import builder, client_app, site_cache, timing
 from federation.flower import deployment as flower
 from federation.flower.builder import build_module, build_strategy

@@ -32,7 +32,7 @@ from flwr.app import ConfigRecord, MessageType
 from omegaconf import DictConfig, OmegaConf
 
 from federation.engine import history_rows
-from federation.experiment import local_limits
+from federation.training_env import local_limits
 from federation.flower.builder import build_module, build_strategy
 from federation.flower.checkpoint import CoordinatorState
 from federation.flower.link import Reply, SiteLink, reply_problem

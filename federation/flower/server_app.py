@@ -13,7 +13,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from federation.experiment import quiet_lightning
+from federation.training_env import quiet_lightning
 from federation.flower.config import coordinator_config
 from federation.flower.coordinator import Coordinator
 from federation.flower.link import SiteLink, load_site_keys

@@ -17,8 +17,6 @@ here and the reply is a key advert (federation/flower/secagg.py).
 from __future__ import annotations
 
 import json
-import logging
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,7 +45,7 @@ from federation.privacy.accountant import BudgetExhausted, PrivacyBudget
 from federation.privacy.hooks import make_sites_private, privacy_kind
 from federation.site import Site
 from federation.state import StateDict, set_state
-from federation.threads import resolve_threads
+from federation.training_env import evaluation_device, quiet_lightning, use_threads
 from federation.update import ModelUpdate
 
 SITE_MEMORY = ("kept_local", "control")
@@ -65,19 +63,11 @@ def identify(run_config: Mapping, node_config: Mapping) -> RecordDict:
     return RecordDict({META: ConfigRecord({"site": str(cfg.deploy.site), "plan": plan.fingerprint})})
 
 
-QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed")
-EXPECTED_WARNINGS = (
-    ".*validation_step.*no `val_dataloader`.*", ".*module\\(s\\) in eval mode at the start of training.*",
-    ".*No positive samples in targets.*", ".*isinstance\\(treespec, LeafSpec\\).*", ".*NvImgCodecPydicomReader.*",
-)
-"""federation.experiment's list, which quiet_training mirrors: importing it from there would load the whole
-experiment stack (adaptation, governance, reports) into every message's process."""
-
-
 class SiteNode:
     def __init__(self, cfg: DictConfig, plan: ConsortiumPlan, memory: RecordDict, run_id: int = 0):
-        quiet_training()
-        use_threads(cfg.get("torch_threads"))
+        quiet_lightning()
+        use_threads(cfg.get("torch_threads"))  # sites share their machines: torch's default, a thread per core,
+        # made a train message 4x slower on 2 busy cores (3.0 s against 0.7 s)
         self.cfg, self.plan, self.memory, self.run_id = cfg, plan, memory, run_id
         self.name = str(cfg.deploy.site)
         self.module = build_module(cfg, plan)
@@ -170,27 +160,6 @@ class SiteNode:
         if instructions.site != self.name:
             raise ValueError(f"this node is site {self.name!r}, but the message is for site {instructions.site!r}")
         return state, instructions
-
-
-def quiet_training() -> None:
-    """Lightning announces devices at every fit; a site's log would hold little else."""
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for pattern in EXPECTED_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-
-
-def use_threads(setting) -> None:
-    """`torch_threads` as the in-process run applies it (auto: the cores not busy now). Sites share their machines:
-    torch's default, a thread per core, made a train message 4x slower on 2 busy cores (3.0 s against 0.7 s)."""
-    threads = resolve_threads(setting)
-    if threads is not None:
-        torch.set_num_threads(threads)
-
-
-def evaluation_device(accelerator: str) -> str:
-    """As federation.experiment.evaluation_device (not imported from there, see EXPECTED_WARNINGS)."""
-    return "cuda" if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 def restore_memory(site: Site, memory: RecordDict) -> None:
