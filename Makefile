@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv clean
+.PHONY: demo test test-slow lint venv clean
 
 venv: $(STAMP)
 
@@ -21,8 +21,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) scripts/train.py
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest
+
+# ruff: lint and import order (pyproject.toml [tool.ruff])
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow

@@ -109,7 +109,12 @@ def main() -> None:
         sys.exit(f"error: {args.root}: --root is not a folder of phenopackets")
     from federation.outputs import write_text
 
-    lines = ["# Diagnosis constants chosen on validation publications", "", f"`python benchmarks/diagnosis_tune.py --root {args.root}` (conf/benchmarks/diagnosis_tuning.yaml; objective: federated {' + '.join(spec.objective)} on validation patients, mean over seeds).", ""]
+    lines = [
+        "# Diagnosis constants chosen on validation publications",
+        "",
+        f"`python benchmarks/diagnosis_tune.py --root {args.root}` (conf/benchmarks/diagnosis_tuning.yaml; objective: federated {' + '.join(spec.objective)} on validation patients, mean over seeds).",
+        "",
+    ]
     for name in args.settings:
         setting = spec.settings[name]
         if args.only:

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from federation.training_env import quiet_lightning  # noqa: E402
 from federation.privacy.membership import attack_federation  # noqa: E402
+from federation.training_env import quiet_lightning  # noqa: E402
 from modalities.consortium import load_consortium  # noqa: E402
 
 FLAMBY = {math.inf: 0.7125, 1.0: 0.7015, 0.1: 0.6056}  # FLamby's FedAvg on Fed-Heart-Disease with and without DP

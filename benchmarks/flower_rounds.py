@@ -41,7 +41,6 @@ import torch
 from federation.build import build_sites
 from federation.engine import InProcessEngine
 from federation.evaluation import evaluate
-from federation.training_env import local_limits, quiet_lightning
 from federation.flower import deployment as flower
 from federation.flower.builder import build_module, build_strategy
 from federation.flower.config import compose_config, join_overrides
@@ -49,6 +48,7 @@ from federation.flower.loopback import Loopback
 from federation.flower.plan import consortium_plan
 from federation.flower.run_folder import RunFolder
 from federation.flower.timing import PHASES, read_lines
+from federation.training_env import local_limits, quiet_lightning
 from modalities.consortium import load_consortium
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,10 +17,10 @@ from perf_common import DEFAULT, SMOKE, Federation, build_federation, config, ma
 from federation.compression import CompressingSite, encode_update, make_codec, wire_bytes
 from federation.engine import InProcessEngine
 from federation.evaluation import predict
-from federation.training_env import local_limits
 from federation.participation import Participation
 from federation.report import build_summary
 from federation.state import get_state, set_state, trainable_keys
+from federation.training_env import local_limits
 from federation.validation import UpdateValidator
 
 CODECS = {"none": {}, "fp16": {}, "int8": {}, "topk 10%": {"fraction": 0.1}, "topk 1%": {"fraction": 0.01}}

@@ -23,8 +23,8 @@ from perf_common import SMOKE, build_federation, config, markdown_table
 
 from federation.engine import InProcessEngine
 from federation.evaluation import evaluate
-from federation.training_env import evaluation_device, local_limits
 from federation.state import get_state, set_state, trainable_keys
+from federation.training_env import evaluation_device, local_limits
 
 SUITES = {
     "default model, tiny consortium (smoke)": [*SMOKE, "federation.rounds=2", "federation.local_epochs=2"],

@@ -19,8 +19,8 @@ from hydra.utils import instantiate
 from perf_common import DEFAULT, Federation, build_federation, config, markdown_table
 
 from federation.engine import InProcessEngine
-from federation.training_env import local_limits
 from federation.state import get_state, trainable_keys
+from federation.training_env import local_limits
 
 
 def engine(fed: Federation) -> InProcessEngine:

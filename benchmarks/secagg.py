@@ -29,12 +29,12 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from federation.training_env import local_limits, quiet_lightning  # noqa: E402
 from federation.privacy.egress import serialise_message, serialise_update  # noqa: E402
 from federation.privacy.secagg import SecAggClient, SecAggServer, run_secure_aggregation  # noqa: E402
 from federation.site import Site  # noqa: E402
 from federation.state import get_state, trainable_keys  # noqa: E402
 from federation.strategies.fedavg import FedAvg  # noqa: E402
+from federation.training_env import local_limits, quiet_lightning  # noqa: E402
 from federation.update import ModelUpdate  # noqa: E402
 from modalities.consortium import load_consortium  # noqa: E402
 from modalities.dataset import collate_batch  # noqa: E402
@@ -118,7 +118,8 @@ def secure_round(updates: list[ModelUpdate]) -> dict:
 def markdown(rows: list[dict], fits: dict[str, float]) -> str:
     train = max(fits.values())
     lines = [
-        "| sites | parameters | bytes/site plain | bytes/site secure | coordinator plain (s) | site protocol (s) | coordinator secure (s) | aggregation ratio | round plain (s) | round secure (s) | round ratio |",
+        "| sites | parameters | bytes/site plain | bytes/site secure | coordinator plain (s) | site protocol (s) | coordinator secure (s) "
+        "| aggregation ratio | round plain (s) | round secure (s) | round ratio |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:

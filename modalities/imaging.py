@@ -21,8 +21,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 import numpy as np
+import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, LoadImage, Resize, ScaleIntensity
 from torch import Tensor

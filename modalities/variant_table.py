@@ -150,7 +150,7 @@ def load_variant_table(cfg: DictConfig, seed: int) -> Consortium:
     labs, names = assign_labs(rows.role("gene"), rows.role("chrom"), rows.role("lab"), cfg.labs, seed)
     split = holdout_split(rows.role("gene"), labs, cfg.get("holdout") or {}, seed)
     transformed = check_and_transform(rows.raw, specs, rows.path, rows.records)
-    train_of = {lab: [i for i, (l, s) in enumerate(zip(labs, split)) if l == lab and s == "train"] for lab in names}
+    train_of = {lab: [i for i, (owner, s) in enumerate(zip(labs, split)) if owner == lab and s == "train"] for lab in names}
     empty = [lab for lab, train in train_of.items() if not train]
     if empty:
         raise DataError(rows.path, f"labs {empty} have no training rows: fewer labs, other shares or a smaller holdout")
@@ -159,7 +159,7 @@ def load_variant_table(cfg: DictConfig, seed: int) -> Consortium:
     targets = _targets(rows, label_space)
     sites, quality, min_count = [], {}, min_count_from(cfg)
     for lab in names:
-        members = [i for i, l in enumerate(labs) if l == lab]
+        members = [i for i, owner in enumerate(labs) if owner == lab]
         splits = {
             name: SiteDataset([_item(lab, i, rows, values, targets) for i in members if split[i] == name], [TABULAR]) for name in SPLITS
         }

@@ -13,10 +13,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from federation.entrypoint import hydra_task
-from federation.training_env import quiet_lightning
 from federation.outputs import write_json, write_text
 from federation.privacy.membership import attack_federation
 from federation.settings import check_privacy, check_training_config
+from federation.training_env import quiet_lightning
 from modalities.consortium import load_consortium
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,6 @@ from modalities.dataset import load_site
 from modalities.imaging import ImageReader
 from modalities.labels import LabelSpace
 from modalities.labs import LabReader
-from modalities.phenopacket_io import read_cohort
 from modalities.phenotypes import PhenotypeReader
 from modalities.quality import ReadStats, site_quality
 from modalities.variants import VariantReader

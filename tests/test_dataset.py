@@ -3,7 +3,6 @@ from functools import partial
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 

@@ -10,7 +10,7 @@ import pytest
 from scipy import sparse
 
 from federation.diagnosis.metrics import paired_bootstrap, patient_hits, ranks
-from models.genotype_likelihood import GenotypeSettings, annotated_disease_genes, genotype_log_ratios, row_pathogenicity, recessive_only
+from models.genotype_likelihood import GenotypeSettings, annotated_disease_genes, genotype_log_ratios, recessive_only, row_pathogenicity
 from models.knowledge import load_annotations
 from models.phenotype_likelihood import (
     LikelihoodSettings,

@@ -20,7 +20,6 @@ from federation.diagnosis.case_profiles import (
 )
 from federation.diagnosis.cohort import Patients
 from federation.diagnosis.evidence import Features, standardised_similarity
-from models.knowledge import MISSING_SCORE
 from federation.diagnosis.scorer import (
     DiagnosisScorer,
     EvidenceTensors,
@@ -30,6 +29,7 @@ from federation.diagnosis.scorer import (
     train_federated,
     train_local,
 )
+from models.knowledge import MISSING_SCORE
 
 SEIZURE, TONIC_CLONIC, ARACHNODACTYLY, SCOLIOSIS = "HP:0001250", "HP:0002069", "HP:0001166", "HP:0002650"
 

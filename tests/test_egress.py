@@ -11,7 +11,6 @@ import torch
 from hydra.utils import instantiate
 from support import compose_config
 
-from federation.training_env import local_limits, quiet_lightning
 from federation.privacy.egress import (
     EgressViolation,
     check_egress,
@@ -21,6 +20,7 @@ from federation.privacy.egress import (
 from federation.privacy.secagg import SecAggClient, SecAggServer, run_secure_aggregation
 from federation.site import Site
 from federation.state import get_state, trainable_keys
+from federation.training_env import local_limits, quiet_lightning
 from federation.update import ModelUpdate
 from modalities.consortium import load_consortium
 from modalities.dataset import collate_batch

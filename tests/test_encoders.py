@@ -3,11 +3,11 @@ import pytest
 import torch
 from monai.networks.nets import DenseNet, ResNet
 
+from modalities.hpo import load_hpo_index
 from models.encoders.imaging import ImageEncoder
 from models.encoders.labs import LabEncoder
 from models.encoders.notes import TextEncoder
 from models.encoders.phenotypes import HpoSetEncoder
-from modalities.hpo import load_hpo_index
 
 EMBED = 16
 TINY_BERT = dict(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
@@ -87,8 +87,8 @@ def test_lab_encoder_shape():
 
 
 def test_variant_encoder_ignores_padding_rows_and_handles_empty_sets():
-    from models.encoders.variants import VariantSetEncoder
     from modalities.variants import variant_columns
+    from models.encoders.variants import VariantSetEncoder
 
     columns = variant_columns(("CADD", "REVEL"))
     encoder = VariantSetEncoder(embed_dim=EMBED, score_fields=("CADD", "REVEL")).eval()

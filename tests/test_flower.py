@@ -26,7 +26,6 @@ from flwr.supercore.task_identity import TaskIdentity
 from hydra.utils import instantiate
 
 from federation.engine import InProcessEngine
-from federation.training_env import local_limits, use_threads
 from federation.flower import builder, client_app, site_cache, timing
 from federation.flower import deployment as flower
 from federation.flower.builder import build_module, build_strategy
@@ -55,6 +54,7 @@ from federation.privacy.hooks import make_sites_private, wrap_strategy
 from federation.round_record import ACCEPTED, FAILED, REJECTED, ROUND_FAILED, SKIPPED
 from federation.site import Site
 from federation.state import get_state, trainable_keys
+from federation.training_env import local_limits, use_threads
 from federation.update import ModelUpdate
 from modalities.consortium import load_consortium
 from modalities.dataset import collate_batch

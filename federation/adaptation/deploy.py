@@ -132,11 +132,21 @@ class SiteDeployment:
     record: dict            # the choice, the criterion, validation figures, reason, what each method fitted
 
 
-def deploy(module: L.LightningModule, sites: list[Site], global_state: StateDict, local_states: dict[str, StateDict], settings: AdaptationSettings, seed: int, device: str) -> dict[str, SiteDeployment]:
+def deploy(
+    module: L.LightningModule,
+    sites: list[Site],
+    global_state: StateDict,
+    local_states: dict[str, StateDict],
+    settings: AdaptationSettings,
+    seed: int,
+    device: str,
+) -> dict[str, SiteDeployment]:
     """Per site: every candidate's test predictions, `deployed` the one its validation split (or the consortium's) chose."""
     val, test, fitted = {}, {}, {}
     for i, site in enumerate(sites):
-        val[site.name], test[site.name], fitted[site.name] = _candidates(module, site, global_state, local_states.get(site.name), settings, seed + 700 + i, device)
+        val[site.name], test[site.name], fitted[site.name] = _candidates(
+            module, site, global_state, local_states.get(site.name), settings, seed + 700 + i, device
+        )
     set_state(module, global_state)
     choices = choose_all(val, settings.select)
     out = {}
@@ -164,7 +174,9 @@ def _candidates(module, site: Site, global_state: StateDict, local_state: StateD
             candidates[name], test[name], fitted[name] = _calibrated(val[base], test[base], settings)
     if "mixture" in (*settings.methods, *settings.report_only):
         if "local" not in val:
-            raise ConfigError("adaptation.methods", list(settings.methods), f"mixture needs site {site.name!r}'s local-only model, and there is none (baselines.local)")
+            raise ConfigError(
+                "adaptation.methods", list(settings.methods), f"mixture needs site {site.name!r}'s local-only model, and there is none (baselines.local)"
+            )
         scored, test["mixture"], fitted["mixture"] = _mixture((val["federated"], test["federated"]), (val["local"], test["local"]), settings)
         if "mixture" in settings.methods:
             candidates["mixture"] = scored  # listed last: the most numbers fitted on validation, so ties go elsewhere

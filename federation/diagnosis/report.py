@@ -12,7 +12,14 @@ from federation.diagnosis.experiment import APPROACHES, SeedResult
 from federation.diagnosis.metrics import COMPARED, METRICS, paired_bootstrap, summarise
 
 RANKERS = ("likelihood", "resnik")
-NAMES = {"resnik": "Resnik best match (training-free)", "likelihood": "likelihood ratio (training-free)", "local": "local-only", "federated": "federated", "deployed": "deployed (each site's choice on validation)", "pooled": "pooled"}
+NAMES = {
+    "resnik": "Resnik best match (training-free)",
+    "likelihood": "likelihood ratio (training-free)",
+    "local": "local-only",
+    "federated": "federated",
+    "deployed": "deployed (each site's choice on validation)",
+    "pooled": "pooled",
+}
 
 
 def build_summary(results: list[SeedResult], seeds: list[int], resamples: int = 2000) -> dict:
@@ -29,7 +36,10 @@ def build_summary(results: list[SeedResult], seeds: list[int], resamples: int = 
         "seeds": seeds,
         "metric_names": list(METRICS),
         "overall": overall,
-        "sites": {s: {"n_train": int(np.mean([r.n_train[s] for r in results])), "n_test": int(len(_seeds(results, "federated", s)["top1"])), **per_site[s]} for s in sites},
+        "sites": {
+            s: {"n_train": int(np.mean([r.n_train[s] for r in results])), "n_test": int(len(_seeds(results, "federated", s)["top1"])), **per_site[s]}
+            for s in sites
+        },
         "federated_minus": gains,
         "deployed_minus_local": deployed,
         "deployment": {f"seed {s}": r.facts.get("deployment", {}) for s, r in zip(seeds, results)},
@@ -73,17 +83,34 @@ def markdown(summary: dict, title: str = "") -> str:
     lines += [f"All test patients, mean ± sd over seeds {seeds}:", "", "| approach | " + " | ".join(METRICS) + " |", "| --- |" + " --- |" * len(METRICS)]
     for a in APPROACHES:
         lines.append(f"| {NAMES[a]} | " + " | ".join(_cell(summary["overall"][a][m]) for m in METRICS) + " |")
-    lines += ["", "Per site (test patients of all seeds): top-1 / open top-1 / open top-10", "", "| site | n_train | n_test | " + " | ".join(NAMES[a] for a in APPROACHES) + " |", "| --- | --- | --- |" + " --- |" * len(APPROACHES)]
+    lines += [
+        "",
+        "Per site (test patients of all seeds): top-1 / open top-1 / open top-10",
+        "",
+        "| site | n_train | n_test | " + " | ".join(NAMES[a] for a in APPROACHES) + " |",
+        "| --- | --- | --- |" + " --- |" * len(APPROACHES),
+    ]
     for site, entry in summary["sites"].items():
         cells = [" / ".join(f"{entry[a][m]:.3f}" for m in COMPARED) for a in APPROACHES]
         lines.append(f"| {site} | {entry['n_train']} | {entry['n_test']} | " + " | ".join(cells) + " |")
-    lines += ["", "Federated minus each other approach, paired bootstrap over test patients (mean [95% interval]); **worse** = interval wholly below 0:", "", "| site | vs | " + " | ".join(COMPARED) + " |", "| --- | --- |" + " --- |" * len(COMPARED)]
+    lines += [
+        "",
+        "Federated minus each other approach, paired bootstrap over test patients (mean [95% interval]); **worse** = interval wholly below 0:",
+        "",
+        "| site | vs | " + " | ".join(COMPARED) + " |",
+        "| --- | --- |" + " --- |" * len(COMPARED),
+    ]
     for site, versus in summary["federated_minus"].items():
         for other, metrics in versus.items():
             lines.append(f"| {site} | {NAMES[other]} | " + " | ".join(_gain(*metrics[m]) for m in COMPARED) + " |")
     if summary.get("deployed_minus_local"):
-        lines += ["", "Deployed minus local-only (what each site chose on its validation publications; choices per seed in the last column):", "",
-                  "| site | " + " | ".join(COMPARED) + " | deployed |", "| --- |" + " --- |" * (len(COMPARED) + 1)]
+        lines += [
+            "",
+            "Deployed minus local-only (what each site chose on its validation publications; choices per seed in the last column):",
+            "",
+            "| site | " + " | ".join(COMPARED) + " | deployed |",
+            "| --- |" + " --- |" * (len(COMPARED) + 1),
+        ]
         for site, metrics in summary["deployed_minus_local"].items():
             chosen = ", ".join(f"{d[site]['deployed']}" for d in summary.get("deployment", {}).values() if site in d)
             lines.append(f"| {site} | " + " | ".join(_gain(*metrics[m]) for m in COMPARED) + f" | {chosen} |")
@@ -99,7 +126,12 @@ def worse_sites(summary: dict) -> list[str]:
         for m, (_, _, high) in metrics.items()
         if high < 0
     ]
-    deployed = [f"{site} deployed vs local-only: {m}" for site, metrics in summary.get("deployed_minus_local", {}).items() for m, (_, _, high) in metrics.items() if high < 0]
+    deployed = [
+        f"{site} deployed vs local-only: {m}"
+        for site, metrics in summary.get("deployed_minus_local", {}).items()
+        for m, (_, _, high) in metrics.items()
+        if high < 0
+    ]
     return federated + deployed
 
 

@@ -32,7 +32,6 @@ from flwr.app import ConfigRecord, MessageType
 from omegaconf import DictConfig, OmegaConf
 
 from federation.engine import history_rows
-from federation.training_env import local_limits
 from federation.flower.builder import build_module, build_strategy
 from federation.flower.checkpoint import CoordinatorState
 from federation.flower.link import Reply, SiteLink, reply_problem
@@ -70,6 +69,7 @@ from federation.round_record import (
 )
 from federation.state import StateDict, get_state, set_state, trainable_keys
 from federation.strategies.base import Strategy
+from federation.training_env import local_limits
 from federation.update import ModelUpdate
 
 log = logging.getLogger(__name__)

@@ -13,13 +13,13 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from federation.training_env import quiet_lightning
 from federation.flower.config import coordinator_config
 from federation.flower.coordinator import Coordinator
 from federation.flower.link import SiteLink, load_site_keys
 from federation.flower.plan import consortium_plan
 from federation.flower.run_folder import FAILED, FINISHED, RunFolder
 from federation.settings import check_training_config
+from federation.training_env import quiet_lightning
 
 app = ServerApp()
 

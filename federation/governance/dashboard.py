@@ -77,14 +77,35 @@ def _sections(entries: list[dict], cfg: Any, registry: Registry) -> list[str]:
     rounds = [e["data"] for e in entries if e["kind"] == ROUND]
     metric = cfg.promotion.metric
     parts = [
-        _section("Model performance", _plot(_metric_figure(rounds, metric), "plot-metrics"), "Validation metric of each round's model at each site; the mean's marker shows the decision."),
+        _section(
+            "Model performance",
+            _plot(_metric_figure(rounds, metric), "plot-metrics"),
+            "Validation metric of each round's model at each site; the mean's marker shows the decision.",
+        ),
         _section("Decisions", _table(["round", "decision", "reason", "participants", "version"], _decision_rows(rounds))),
         _section("Participation", _plot(_participation_figure(rounds), "plot-participation")),
         _section("Rollbacks and exits", _table(["entry", "kind", "what", "reason"], _event_rows(entries)) or _note("No rollback and no site exit.")),
-        _section("Privacy budget spent", _optional_plot(_series(rounds, lambda r: {s: p.get("epsilon") for s, p in (r.get("privacy") or {}).items()}), "epsilon", "plot-privacy") or _note("No differential privacy was configured: no budget was recorded.")),
-        _section("Data drift", _optional_plot(_series(rounds, lambda r: {s: d.get("vs_first") for s, d in _finding(r, "drift").items()}), "SMD vs first round", "plot-drift", _series(rounds, lambda r: {s: d.get("vs_others") for s, d in _finding(r, "drift").items()})) or _note("No drift was monitored.")),
+        _section(
+            "Privacy budget spent",
+            _optional_plot(_series(rounds, lambda r: {s: p.get("epsilon") for s, p in (r.get("privacy") or {}).items()}), "epsilon", "plot-privacy")
+            or _note("No differential privacy was configured: no budget was recorded."),
+        ),
+        _section(
+            "Data drift",
+            _optional_plot(
+                _series(rounds, lambda r: {s: d.get("vs_first") for s, d in _finding(r, "drift").items()}),
+                "SMD vs first round",
+                "plot-drift",
+                _series(rounds, lambda r: {s: d.get("vs_others") for s, d in _finding(r, "drift").items()}),
+            )
+            or _note("No drift was monitored."),
+        ),
         _section("Update anomaly flags", _table(["round", "site", "flags"], _flag_rows(rounds)) or _note("No update was flagged.")),
-        _section("Site contributions (leave-one-out)", _optional_plot(_series(rounds, lambda r: _finding(r, "contribution")), f"change in mean {metric}", "plot-contribution") or _note("Contributions were not computed.")),
+        _section(
+            "Site contributions (leave-one-out)",
+            _optional_plot(_series(rounds, lambda r: _finding(r, "contribution")), f"change in mean {metric}", "plot-contribution")
+            or _note("Contributions were not computed."),
+        ),
         _section("Subgroups (latest round)", _subgroup_table(rounds) or _note("No patient attributes were available.")),
         _section("Clinician feedback", _table(["site", "confirmed cases in validation"], _feedback_rows(entries)) or _note("No feedback entry.")),
         _section("Registry", _table(["version", "round", "parent", "participants", "file check"], _registry_rows(registry)) or _note("No registered version.")),
@@ -192,7 +213,9 @@ def _subgroup_table(rounds: Sequence[Mapping]) -> str | None:
         return None
     rows = [[attribute, group, v["n"], _fmt(v.get("accuracy")), _fmt(v.get("top3_accuracy"))]
             for attribute, groups in _finding(latest, "subgroups").items() for group, v in groups.items()]  # fmt: skip
-    return f'<p class="note">Round {latest["round"]}; groups too small to report are shown as "&lt;k" without metrics.</p>' + _table(["attribute", "group", "n", "accuracy", "top-3 accuracy"], rows)
+    return f'<p class="note">Round {latest["round"]}; groups too small to report are shown as "&lt;k" without metrics.</p>' + _table(
+        ["attribute", "group", "n", "accuracy", "top-3 accuracy"], rows
+    )
 
 
 def _feedback_rows(entries: Sequence[Mapping]) -> list[list[Any]]:

@@ -19,8 +19,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from federation.build import build_module, build_sites
 from federation.evaluation import predict
-from federation.training_env import local_limits
 from federation.privacy.simulation import run_private_federation
+from federation.training_env import local_limits
 from modalities.consortium import Consortium
 
 
