@@ -13,6 +13,16 @@ log = logging.getLogger(__name__)
 NO_UPDATES = "no site sent an update this round; the global model is unchanged"
 
 
+def check_option(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """A strategy option that takes one of a few words: a typo fails when the strategy is built, naming the choices.
+
+    The readers have the same check (modalities.base); strategies keep their own, as they never import the data layer.
+    """
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
 class Strategy(ABC):
     """Refuse broken updates, combine the deltas into one per key, apply it to the global model.
 

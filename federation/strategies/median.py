@@ -18,14 +18,13 @@ from __future__ import annotations
 import torch
 
 from federation.robust import coordinate_median, weighted_coordinate_median
-from federation.strategies.base import Strategy
+from federation.strategies.base import Strategy, check_option
 from federation.strategies.robust_groups import (
     SCOPES,
     combine_without_suspects,
     farthest_from,
 )
 from federation.update import ModelUpdate
-from modalities.base import check_option
 
 
 class Median(Strategy):

@@ -31,8 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from federation.robust import flatten, shared_keys
+from federation.strategies.base import check_option
 from federation.update import ModelUpdate
-from modalities.base import check_option
 
 log = logging.getLogger(__name__)
 Rule = Callable[[list[torch.Tensor], list[float]], torch.Tensor]

@@ -27,9 +27,8 @@ from federation.privacy.secagg import (
     SecureSum,
     secure_sum,
 )
-from federation.strategies.base import Strategy
+from federation.strategies.base import Strategy, check_option
 from federation.update import ModelUpdate
-from modalities.base import check_option
 
 WEIGHTINGS = ("samples", "uniform")
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 import torch
 
 from federation.robust import trimmed_mean
-from federation.strategies.base import Strategy
+from federation.strategies.base import Strategy, check_option
 from federation.strategies.robust_groups import (
     SCOPES,
     combine_without_suspects,
     farthest_from,
 )
 from federation.update import ModelUpdate
-from modalities.base import check_option
 
 
 class TrimmedMean(Strategy):
