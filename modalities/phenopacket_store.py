@@ -291,8 +291,8 @@ def variant_reader(cfg: DictConfig) -> VariantReader:
 
 
 def background_pools(records: list[PatientRecord], labels, reader: VariantReader, stats=None) -> BackgroundPools:
+    from modalities.annotations import load_annotations
     from modalities.hpo import load_hpo_index
-    from modalities.synthetic.annotations import load_annotations
 
     vocabulary = load_hpo_index(reader.hpo_cache_dir).gene_symbols
     known = set(vocabulary)

@@ -49,7 +49,7 @@ class GenotypeSettings:
 
 def annotated_disease_genes(disease_ids: Sequence[str], hpo: HpoIndex | None = None, data_dir: str | None = None) -> sparse.csr_matrix:
     """[len(disease_ids), n_genes] binary: the genes genes_to_phenotype.txt links to each disease."""
-    from modalities.synthetic.annotations import load_annotations
+    from modalities.annotations import load_annotations
 
     hpo = hpo or load_hpo_index()
     genes = load_annotations(data_dir).genes
@@ -145,7 +145,7 @@ AUTOSOMAL_RECESSIVE = "HP:0000007"
 
 def recessive_only(disease_ids: Sequence[str], data_dir: str | None = None) -> np.ndarray:
     """[len(disease_ids)] True where phenotype.hpoa gives autosomal recessive and no mode one allele can cause."""
-    from modalities.synthetic.annotations import load_annotations
+    from modalities.annotations import load_annotations
 
     modes = load_annotations(data_dir).inheritance.groupby("database_id")["hpo_id"].agg(frozenset).to_dict()
     return np.array([AUTOSOMAL_RECESSIVE in modes.get(d, ()) and not (modes.get(d, frozenset()) & ONE_ALLELE_MODES) for d in disease_ids])

@@ -129,8 +129,8 @@ def test_real_store_split_is_publication_level():
 
 def _disease_genes(n):
     """n real OMIM diseases of genes_to_phenotype.txt with one gene each, in the gene vocabulary: [(disease, gene)]."""
+    from modalities.annotations import load_annotations
     from modalities.hpo import load_hpo_index
-    from modalities.synthetic.annotations import load_annotations
 
     known = set(load_hpo_index().gene_symbols)
     genes = load_annotations().genes

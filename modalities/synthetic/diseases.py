@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from modalities.annotations import Annotations
 from modalities.hpo import HpoIndex
-from modalities.synthetic.annotations import Annotations
 from modalities.synthetic.frequency import frequency_to_probability
 
 RECESSIVE, DOMINANT, X_LINKED = "autosomal_recessive", "autosomal_dominant", "x_linked"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modalities.annotations import Annotations
 from modalities.hpo import PHENOTYPIC_ABNORMALITY, HpoIndex
-from modalities.synthetic.annotations import Annotations
 from modalities.synthetic.diseases import Disease, primary_ids, under_root
 
 NOISE_POOL_SIZE = 400  # the most often annotated terms: common findings any patient may have

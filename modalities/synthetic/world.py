@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.random import SeedSequence
 
+from modalities.annotations import load_annotations
 from modalities.hpo import load_hpo_index
-from modalities.synthetic.annotations import load_annotations
 from modalities.synthetic.diseases import Disease, choose_diseases
 from modalities.synthetic.image_writer import disease_pattern
 from modalities.synthetic.labs_writer import disease_shifts

