@@ -335,11 +335,7 @@ def patient_variant_rows(
 
     Returns the table and each row's kind (one of ROW_KINDS), in the same shuffled order.
     """
-    from modalities.synthetic.variants import (
-        BENIGN_CONSEQUENCES,
-        COMMON_CONSEQUENCES,
-        DAMAGING_CONSEQUENCES,
-    )
+    from modalities.consequence_mix import BENIGN_CONSEQUENCES, COMMON_CONSEQUENCES, DAMAGING_CONSEQUENCES
 
     rng = patient_rng(seed, record.patient_id)
     columns = {name: i for i, name in enumerate(reader.columns)}

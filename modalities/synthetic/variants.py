@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from modalities.consequence_mix import BENIGN_CONSEQUENCES, COMMON_CONSEQUENCES, DAMAGING_CONSEQUENCES
 from modalities.synthetic.diseases import RECESSIVE, Disease
 from modalities.synthetic.spec import ANCESTRIES
 
@@ -34,21 +35,6 @@ MIN_POOL_AF = 0.02  # a variant belongs to an ancestry's common pool from this f
 POPULATION_SPECIFIC_FRACTION = 0.3
 
 # (SO consequence, impact, relative weight)
-COMMON_CONSEQUENCES = (
-    ("intron_variant", "MODIFIER", 0.45), ("synonymous_variant", "LOW", 0.15),
-    ("upstream_gene_variant", "MODIFIER", 0.1), ("3_prime_UTR_variant", "MODIFIER", 0.1),
-    ("missense_variant", "MODERATE", 0.15), ("splice_region_variant", "LOW", 0.05),
-)  # fmt: skip
-BENIGN_CONSEQUENCES = (
-    ("intron_variant", "MODIFIER", 0.35), ("synonymous_variant", "LOW", 0.25),
-    ("5_prime_UTR_variant", "MODIFIER", 0.1), ("3_prime_UTR_variant", "MODIFIER", 0.1),
-    ("splice_region_variant", "LOW", 0.1), ("downstream_gene_variant", "MODIFIER", 0.1),
-)  # fmt: skip
-DAMAGING_CONSEQUENCES = (
-    ("missense_variant", "MODERATE", 0.5), ("stop_gained", "HIGH", 0.15), ("frameshift_variant", "HIGH", 0.15),
-    ("splice_donor_variant", "HIGH", 0.05), ("splice_acceptor_variant", "HIGH", 0.05),
-    ("inframe_deletion", "MODERATE", 0.05), ("start_lost", "HIGH", 0.05),
-)  # fmt: skip
 BASES = "ACGT"
 
 
