@@ -24,9 +24,10 @@ demo: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
-# ruff: lint and import order (pyproject.toml [tool.ruff])
+# ruff (lint, import order) and the layering contracts of pyproject.toml ([tool.importlinter])
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
