@@ -225,6 +225,7 @@ def test_train_bad_data_is_one_line_status_1_naming_file_record_and_field(tmp_pa
     assert "not a number" in result.stderr and "abc" not in result.stderr and not run_dir.exists()  # located, never quoted
 
 
+@pytest.mark.slow  # several train.py processes; the one-line path itself is covered by the fast tests
 def test_hydra_full_error_shows_the_trace_and_still_leaves_no_run_folder(tmp_path):
     run_dir = tmp_path / "run"
     result = run_script("train.py", *_heart(tmp_path, ("a", HEART_ROW)), "data.batch_size=0", f"hydra.run.dir={run_dir}", full_error=True)
@@ -251,16 +252,17 @@ def test_a_required_setting_without_a_value_is_one_line(tmp_path):
 
 # ---- overrides Hydra cannot compose: one line naming the override, status 2, nothing written ------------------
 
+SLOW = pytest.mark.slow  # one train.py process each; the other scripts' cases cover the same wrapper in the fast suite
 COMPOSE_REFUSALS = [
-    ("train.py", "experiment=nope", "available options in 'experiment': "),  # an unknown group option: the options listed
-    ("train.py", "federation.no_such_key=1", "+federation.no_such_key=1"),  # an unknown key: how to add one instead
-    ("train.py", "federation.rounds=[1,", "no viable alternative"),  # an override that does not parse
-    ("diagnose.py", "no_such_key=1", "not in struct"),
-    ("score_vus.py", "input=[a,", "no viable alternative"),
+    pytest.param("train.py", "experiment=nope", "available options in 'experiment': ", id="train.py experiment=nope"),  # the options listed
+    pytest.param("train.py", "federation.no_such_key=1", "+federation.no_such_key=1", id="train.py federation.no_such_key=1", marks=SLOW),
+    pytest.param("train.py", "federation.rounds=[1,", "no viable alternative", id="train.py federation.rounds=[1,", marks=SLOW),  # does not parse
+    pytest.param("diagnose.py", "no_such_key=1", "not in struct", id="diagnose.py no_such_key=1"),  # an unknown key
+    pytest.param("score_vus.py", "input=[a,", "no viable alternative", id="score_vus.py input=[a,"),  # does not parse
 ]
 
 
-@pytest.mark.parametrize("name, override, reason", COMPOSE_REFUSALS, ids=[f"{n} {o}" for n, o, _ in COMPOSE_REFUSALS])
+@pytest.mark.parametrize("name, override, reason", COMPOSE_REFUSALS)
 def test_an_override_hydra_cannot_compose_is_one_line_status_2_and_no_run_folder(tmp_path, name, override, reason):
     result = run_script(name, override, f"hydra.run.dir={tmp_path / 'run'}")
 
@@ -276,6 +278,7 @@ def test_an_unknown_group_option_lists_every_option_hydra_offers(tmp_path):
     assert assert_one_line(result, EXIT_CONFIG).endswith(", ".join(offered))
 
 
+@pytest.mark.slow  # several train.py processes; the one-line path itself is covered by the fast tests
 def test_a_refused_override_under_hydra_full_error_shows_hydras_own_output(tmp_path):
     result = run_script("train.py", "experiment=nope", f"hydra.run.dir={tmp_path / 'run'}", full_error=True)
 
@@ -284,6 +287,7 @@ def test_a_refused_override_under_hydra_full_error_shows_hydras_own_output(tmp_p
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # several train.py processes; the one-line path itself is covered by the fast tests
 def test_a_refused_override_with_help_or_in_a_sweep_is_one_line_too(tmp_path):
     helped = run_script("train.py", "--help", "data=nope")
     swept = run_script("train.py", "--multirun", "experiment=smoke,nope", f"hydra.sweep.dir={tmp_path / 'sweep'}")

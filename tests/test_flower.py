@@ -388,6 +388,7 @@ def test_a_node_configured_for_another_consortium_is_refused(table_root, tmp_pat
     assert sites["east"]["reason"].startswith("not connected (node 102 refused: site 'east' runs another consortium plan")
 
 
+@pytest.mark.slow  # several DP-SGD or resumed runs in both runtimes
 def test_a_resumed_coordinator_ends_where_an_uninterrupted_one_ends(table_root, tmp_path):
     overrides = consortium_overrides(table_root, rounds=2, strategy="fedadam")
     uninterrupted = coordinator(overrides, InProcessGrid(nodes_for(overrides)), tmp_path / "whole").run()
@@ -530,6 +531,7 @@ def test_more_dropouts_than_tolerated_fail_the_round_loudly(table_root, tmp_path
     assert all(torch.equal(state.global_state[k], initial[k]) for k in initial)
 
 
+@pytest.mark.slow  # several DP-SGD or resumed runs in both runtimes
 def test_dp_sgd_sites_spend_as_in_process_and_report_epsilon_each_round(table_root, tmp_path):
     # Opacus's per-sample hooks: the logistic regression allows them, and they are quicker than microbatches
     overrides = consortium_overrides(table_root, privacy="dp_sgd") + ["privacy.epsilon=5.0", "privacy.delta=1e-2", "privacy.per_sample_grads=opacus"]

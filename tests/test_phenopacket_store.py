@@ -114,6 +114,7 @@ def test_eligible_diseases_counts_cases_and_papers(store):
 
 
 @pytest.mark.skipif(not STORE.is_dir(), reason="no shared phenopacket store")
+@pytest.mark.slow  # reads the whole shared store
 def test_real_store_split_is_publication_level():
     cfg = store_cfg(STORE)
     consortium = load_phenopacket_store(cfg, seed=0)

@@ -69,6 +69,7 @@ def test_saved_model_holds_the_federated_weights(smoke_run):
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
+@pytest.mark.slow  # a multirun of train.py processes
 def test_sweep_over_fusions_runs_each_job(tmp_path):
     cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "experiment=smoke", "model/fusion=mean,gated",
            f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={tmp_path / 'out'}", "progress=false",
