@@ -11,6 +11,11 @@ minute ago shows as half a core.) Measured on 2 cores, 4 rounds of the default j
 (benchmarks/results/under_load.md): quiet, null 29 s, 1 thread 37 s, auto 31 s; beside
 one CPU-bound neighbour, 77 s, 38 s and 38 s. So auto is the default. A fixed number keeps runs
 bit-for-bit comparable across loads (the order of floating-point sums depends on it).
+
+`auto` also keeps to an explicit OpenMP limit (OMP_NUM_THREADS). The parallel launcher
+(hydra/launcher=parallel, joblib's loky workers) sets it to cores // jobs in every worker;
+jobs that start together all see an idle machine, and without the limit each took every
+core, so a sweep in parallel ran slower than one job after another.
 """
 from __future__ import annotations
 
@@ -28,5 +33,11 @@ def resolve_threads(setting) -> int | None:
     if setting == AUTO:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         busy = psutil.cpu_percent(interval=0.25) / 100.0 * (psutil.cpu_count() or cores)
-        return max(1, min(cores, int(cores - busy + 0.5)))
+        return max(1, min(cores, openmp_limit() or cores, int(cores - busy + 0.5)))
     return int(setting)
+
+
+def openmp_limit() -> int | None:
+    """OMP_NUM_THREADS when it is a positive whole number (launchers and schedulers set it), else None."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
