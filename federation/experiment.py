@@ -35,6 +35,7 @@ from federation.report import APPROACHES, build_summary, combine_seeds, markdown
 from federation.settings import ConfigError, check_training_config
 from federation.site import Site
 from federation.state import get_state, set_state, trainable_keys
+from federation.tracking import Tracker, track
 from federation.training_env import evaluation_device, local_limits, quiet_lightning, use_threads
 from federation.validation import UpdateValidator
 from federation.vus_evaluation import VusEvaluation
@@ -60,13 +61,18 @@ def baseline_limits(cfg: DictConfig) -> dict:
 def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     """One run, or one per training seed in `cfg.seeds` (same data, mean and sd over seeds in the summary)."""
     check_training_config(cfg)  # every bound, name and path, before any data is read or file written
+    with track(cfg, out_dir) as tracker:  # MLflow (conf/tracking/): params, each round, the summary, the run folder
+        return _run_tracked(cfg, out_dir, tracker)
+
+
+def _run_tracked(cfg: DictConfig, out_dir: Path, tracker: Tracker) -> dict:
     quiet_lightning()
     use_threads(cfg.get("torch_threads"))
     consortium = load_consortium(cfg.data, seed=cfg.seed)
     seeds = list(cfg.get("seeds") or [cfg.seed])
     # governed runs keep one ledger and registry per training seed
     run_dirs = {seed: out_dir if len(seeds) == 1 else out_dir / f"seed_{seed}" for seed in seeds}
-    runs = [_run_seed(cfg, consortium, seed, run_dirs[seed]) for seed in seeds]
+    runs = [_run_seed(cfg, consortium, seed, run_dirs[seed], tracker.observers(seed, run_dirs[seed])) for seed in seeds]
     summaries = [r.summary for r in runs]
     summary = summaries[0] if len(runs) == 1 else combine_seeds(summaries, seeds)
     if len(runs) > 1 and "deployment" in summaries[0]:
@@ -96,7 +102,7 @@ class SeedRun:
     predictions: dict | None = None  # approach -> site -> (test logits, labels), for evaluations beyond the summary
 
 
-def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path) -> SeedRun:
+def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path, observers: list | tuple = ()) -> SeedRun:
     module = build_module(cfg, consortium.modalities, consortium.label_space.labels, seed)
     model = module.model
     make_trainer = instantiate(cfg.trainer)
@@ -109,13 +115,15 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path)
     log.info("seed %d, consortium: %s", seed, {s.name: (s.n_train, s.data.modalities) for s in sites})
     # Knowledge-only baseline and open-setting ranks, only where an experiment configures them.
     extra = ExtraEvaluation(cfg.extra_evaluation, consortium.label_space.labels, sites) if cfg.get("extra_evaluation") else None
+    hooks = governance_hooks(cfg, run_dir, consortium, module, sites, device)
+    hooks["observers"] = [*hooks.get("observers", []), *observers]  # the tracker's last: it logs the round's final decision
 
     federation = InProcessEngine(
         rounds_sites, module, wrap_strategy(instantiate(cfg.federation.strategy), cfg.get("privacy"), cfg.federation.rounds), cfg.federation.rounds, local_limits(cfg.federation), seed, device,
         participation=Participation(**cfg.federation.get("participation", {})),
         validator=UpdateValidator(**cfg.federation.get("validator", {})),
         concurrent_sites=int(cfg.federation.get("concurrent_sites", 1)),
-        **governance_hooks(cfg, run_dir, consortium, module, sites, device),
+        **hooks,
     ).run(progress=cfg.get("progress", True))
     predictions = {"federated": _predict_sites(module, sites, device, extra, "federated", federation.global_state)}
     final_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

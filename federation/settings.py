@@ -56,6 +56,9 @@ def check_training_config(cfg: DictConfig, paths: bool = True) -> None:
     _check_adaptation(cfg)
     check_privacy(cfg)
     _check_data(cfg, paths)
+    from federation.tracking_store import TrackingSettings  # here: it imports this module's ConfigError
+
+    TrackingSettings.from_cfg(cfg.get("tracking") or {})
 
 
 def whole(cfg: Any, setting: str, minimum: int, allow_none: bool = False) -> int | None:

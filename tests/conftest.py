@@ -1,6 +1,7 @@
-"""Shared fixtures: the HPO index and a writer for small phenopacket files."""
+"""Shared fixtures: the HPO index and a writer for small phenopacket files; experiment tracking off for the suite."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import phenopackets as pp
@@ -8,6 +9,11 @@ import pytest
 from google.protobuf.json_format import MessageToJson
 
 from modalities.hpo import load_hpo_index
+
+# Experiment tracking off for every run of the suite, in process and in the scripts it starts (conf/tracking/mlflow.yaml
+# reads RAREFED_TRACKING): MLflow's import and a new store cost seconds a run, and would write under outputs/.
+# tests/test_tracking.py turns it on (tracking.enabled=true) where it tests it.
+os.environ["RAREFED_TRACKING"] = "false"
 
 
 @pytest.fixture(scope="session")

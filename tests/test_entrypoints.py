@@ -106,6 +106,11 @@ BAD_SETTINGS = [
     (["adaptation.finetune.max_epochs=0"], "adaptation.finetune.max_epochs"),
     (["adaptation.calibration.folds=1"], "adaptation.calibration.folds"),
     (["adaptation.select.fallback=pooled"], "adaptation.select.fallback"),
+    (["tracking.uri=ftp://tracker.example"], "tracking.uri"),  # not a store MLflow opens
+    (["tracking.connect_timeout_s=0"], "tracking.connect_timeout_s"),
+    (["tracking.enabled=maybe"], "tracking.enabled"),
+    (["tracking.experiment=''"], "tracking.experiment"),
+    (["+tracking.urii=http://tracker.example:5000"], "tracking"),  # a typo in a key
 ]
 
 
