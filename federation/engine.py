@@ -1,16 +1,15 @@
 """The in-process federation engine: every site in one process, rounds run sequentially.
 
-The embedded default runtime for research and sweeps. Each round: the sampled
-sites train the current global model on their own data and return ModelUpdates;
-the validator refuses broken or outlying updates (and says why); the strategy
-aggregates the rest; the candidate is validated on every site's val split; the
-round's observers (ledger, registry, promotion rule) see the RoundRecord and may
+The embedded default runtime for research and sweeps. It runs the round skeleton
+(federation/round_loop.py) over local `Site` objects (federation/local_transport.py):
+the sampled sites train the current global model on their own data and return
+ModelUpdates; the validator refuses broken or outlying updates (and says why); the
+strategy aggregates the rest; the candidate is validated on every site's val split;
+the round's observers (ledger, registry, promotion rule) see the RoundRecord and may
 refuse the candidate, in which case the previous global model stays.
 """
 from __future__ import annotations
 
-import copy
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,29 +17,14 @@ from dataclasses import dataclass, field
 import lightning as L
 from tqdm.auto import tqdm
 
-from federation.concurrent import ReplicaPool
-from federation.evaluation import evaluate
+from federation.local_transport import LocalTransport
 from federation.participation import Participation
-from federation.privacy.accountant import BudgetExhausted
-from federation.privacy.site_dp import privacy_refusal
-from federation.round_record import (
-    ACCEPTED,
-    FAILED,
-    REJECTED,
-    ROUND_ACCEPTED,
-    ROUND_FAILED,
-    SKIPPED,
-    RoundObserver,
-    RoundRecord,
-    SiteOutcome,
-)
+from federation.round_loop import RoundLoop
+from federation.round_record import RoundObserver, RoundRecord
 from federation.site import Site
 from federation.state import StateDict, get_state, set_state, trainable_keys
 from federation.strategies.base import Strategy
-from federation.update import ModelUpdate
 from federation.validation import UpdateValidator
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,21 +63,15 @@ class InProcessEngine:
         `concurrent_sites`: how many sampled sites train at once, each on its own model
         replica and, on a GPU, its own CUDA stream (federation/concurrent.py); 1: in turn.
         """
-        self.sites = sites
-        self.module = module
-        self.strategy = strategy
-        self.rounds = rounds
-        self.local_limits = dict(local_limits)
-        self.seed = seed
-        self.device = device
-        self.participation = participation or Participation()
-        self.participation.check(len(sites))
-        self.validator = validator or UpdateValidator()
-        self.observers = list(observers)
-        self.eligible = eligible
-        self.findings = findings
-        self.clock = clock
-        self.replicas = ReplicaPool(module, concurrent_sites, device)
+        self.sites, self.module, self.rounds, self.seed, self.device = sites, module, rounds, seed, device
+        participation = participation or Participation()
+        self.transport = LocalTransport(sites, module, local_limits, seed, device, participation, clock, concurrent_sites)
+        self.loop = RoundLoop(self.transport, strategy, participation, validator or UpdateValidator(), seed, observers, eligible, findings)
+
+    @property
+    def strategy(self) -> Strategy:
+        """The loop's strategy (replaced by its snapshot when a round is refused)."""
+        return self.loop.strategy
 
     def run(self, progress: bool = True) -> FederationResult:
         state = get_state(self.module, trainable_keys(self.module))
@@ -110,113 +88,16 @@ class InProcessEngine:
         return result
 
     def run_round(self, round_: int, state: StateDict) -> RoundRecord:
-        """One round from `state`: collect, screen, aggregate, validate, let observers decide."""
-        outcomes = {s.name: SiteOutcome(s.name, SKIPPED, "not sampled this round") for s in self.sites}
-        accepted, crashes = self._collect(round_, state, outcomes)
-        snapshot = copy.deepcopy(self.strategy)  # restored if the round is refused: FedOpt moments, SCAFFOLD controls
-        if len(accepted) >= self.participation.min_sites:
-            record = RoundRecord(round_, [], state, self.strategy.aggregate(state, accepted))
-            if left_out := getattr(self.strategy, "round_findings", dict)():
-                record.extra["aggregation"] = left_out  # before monitors re-run combine (leave-one-out)
-        elif len(crashes) == len(self.sites):
-            # in one process, every site of the consortium failing is a bug to show, not a consortium to wait for
-            raise RuntimeError(f"round {round_}: every site crashed; the first error follows") from crashes[0]
-        else:
-            reason = f"{len(accepted)} usable update(s), fewer than participation.min_sites={self.participation.min_sites}"
-            log.warning("round %d failed: %s", round_, reason)
-            record = RoundRecord(round_, [], state, state, ROUND_FAILED, reason)
-        self._validate(record.global_state, outcomes)
-        record.outcomes = [outcomes[s.name] for s in self.sites]
-        record.privacy = self._privacy_spent()
-        if self.findings and record.decision == ROUND_ACCEPTED:
-            record.extra |= self.findings(accepted, strategy=self.strategy, previous_state=state)
-        for observer in self.observers:
-            observer.on_round(record)
-        if record.decision != ROUND_ACCEPTED and record.global_state is not state:
-            self.strategy = snapshot
-            record.global_state = state
+        """One round from `state` (federation/round_loop.py); the module holds the round's global model afterwards."""
+        record = self.loop.run_round(round_, state)
         set_state(self.module, record.global_state)
         return record
-
-    def _collect(self, round_: int, state: StateDict, outcomes: dict[str, SiteOutcome]) -> tuple[list[ModelUpdate], list[Exception]]:
-        """Ask sampled sites to train (retrying with untried sites while short of the minimum); the accepted updates and any crashes."""
-        accepted, crashes = [], []
-        allowed = self.eligible(round_) if self.eligible else {s.name for s in self.sites}
-        tried = {i for i, s in enumerate(self.sites) if s.name not in allowed}
-        for i in tried:
-            outcomes[self.sites[i].name].reason = "not an active member of the consortium this round"
-        objective = self.strategy.local_objective()
-        for attempt in range(self.participation.retries + 1):
-            untried = [i for i in range(len(self.sites)) if i not in tried]
-            if not untried or len(accepted) >= self.participation.min_sites:
-                break
-            chosen = [untried[j] for j in self.participation.sample(len(untried), round_, attempt, self.seed)]
-            tried.update(chosen)
-            updates = []
-            for update, crash in self.replicas.run(chosen, lambda i, module: self._train_site(i, module, round_, state, objective, outcomes)):
-                updates += [update] if update else []
-                crashes += [crash] if crash else []
-            screened, rejected = self.validator.screen(updates, state)
-            for site, reason in rejected.items():
-                log.warning("round %d: update from site %r rejected: %s", round_, site, reason)
-                outcomes[site].status, outcomes[site].reason = REJECTED, reason
-            accepted += screened
-        return accepted, crashes
-
-    def _train_site(self, index: int, module: L.LightningModule, round_: int, state: StateDict, objective: dict, outcomes: dict[str, SiteOutcome]):
-        """Train one site on `module` (the engine's, or a replica); its outcome says whether it answered in time.
-
-        Returns the update (or None) and the crash (or None).
-        """
-        site = self.sites[index]
-        outcome = outcomes[site.name]
-        started = self.clock()
-        refusal = privacy_refusal(self.strategy, site.name)
-        if refusal:
-            outcome.reason = refusal
-            log.warning("round %d: site %r does not take part: %s", round_, site.name, refusal)
-            return None, None
-        try:
-            update = site.train(module, state, self.local_limits, round_, seed=self.seed + 1000 * round_ + index, objective=objective)
-        except BudgetExhausted as spent:  # the site stops contributing, and says so
-            outcome.reason = str(spent)
-            log.warning("round %d: site %r %s", round_, site.name, spent)
-            return None, None
-        except Exception as error:  # a crashing site must not stop the consortium's round
-            log.warning("round %d: site %r crashed: %s: %s", round_, site.name, type(error).__name__, error)
-            outcome.status, outcome.reason = FAILED, f"crashed: {type(error).__name__}: {error}"
-            return None, error
-        seconds = self.clock() - started
-        outcome.n_samples, outcome.sample_counts = update.n_samples, dict(update.sample_counts)
-        outcome.update_norm, outcome.train_metrics = update.norm(), dict(update.metrics)
-        if self.participation.missed_deadline(seconds):
-            outcome.status = FAILED
-            outcome.reason = f"missed the deadline: trained for {seconds:.1f} s, deadline {self.participation.deadline_s:g} s"
-            log.warning("round %d: site %r %s", round_, site.name, outcome.reason)
-            return None, None
-        outcome.status, outcome.reason = ACCEPTED, ""
-        return update, None
-
-    def _privacy_spent(self) -> dict[str, dict[str, float]]:
-        """Per site, privacy spent so far: DP-SGD budgets kept at the sites, or the site-level DP wrapper's."""
-        spent = {s.name: s.privacy.budget.record() for s in self.sites if getattr(s, "privacy", None) is not None}
-        report = getattr(self.strategy, "privacy_report", None)
-        return spent | (report() if report else {})
-
-    def _validate(self, state: StateDict, outcomes: dict[str, SiteOutcome]) -> None:
-        """The candidate global model on every site's validation split, as each site runs it (FedBN: its own norms)."""
-        for site in self.sites:
-            set_state(self.module, site.personalise(state))
-            loader = site.loader("val")
-            # n_patients lets the promotion rule tell a real drop from the noise of a small validation split
-            outcomes[site.name].val_metrics = evaluate(self.module.model, loader, self.device) | {"n_patients": len(loader.dataset)}
-        set_state(self.module, state)
 
 
 def history_rows(record: RoundRecord, n_train: dict[str, int]) -> list[dict]:
     """metrics.csv rows: one per site of the round."""
     return [
-        {"round": record.round, "site": o.site, "status": o.status, "reason": o.reason, "decision": record.decision,
+        {"round": record.round, "site": o.site, "status": str(o.status), "reason": o.reason, "decision": str(record.decision),
          "n_train": n_train[o.site], "update_norm": o.update_norm, **o.train_metrics}
         | {f"val_{k}": v for k, v in o.val_metrics.items()}
         for o in record.outcomes

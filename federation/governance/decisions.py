@@ -7,14 +7,14 @@ its strategy's own state.
 """
 from __future__ import annotations
 
-from federation.round_record import ROUND_ACCEPTED, RoundRecord
+from federation.round_record import ROUND_ACCEPTED, RoundDecision, RoundRecord
 
 
-def refuse(record: RoundRecord, decision: str, reason: str) -> None:
+def refuse(record: RoundRecord, decision: RoundDecision, reason: str) -> None:
     """Set the decision and its reason; the first refusal wins, so a round keeps the first reason it was refused for."""
     if record.decision != ROUND_ACCEPTED:
         return
-    record.decision = decision
+    record.decision = RoundDecision(decision)
     record.reason = reason
 
 

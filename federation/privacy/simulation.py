@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 
 from federation.engine import InProcessEngine
 from federation.privacy.hooks import make_sites_private, wrap_strategy
-from federation.round_record import SKIPPED
+from federation.round_record import Cause
 from federation.state import StateDict
 from federation.strategies.base import Strategy
-
-NOT_SAMPLED = "not sampled this round"
 
 
 @dataclass
@@ -31,6 +29,6 @@ def run_private_federation(sites, module, strategy: Strategy, rounds: int, limit
     result = engine.run(progress=False)
     run = PrivateRun(result.global_state)
     for record in result.records:
-        stopped = {o.site: o.reason for o in record.outcomes if o.status == SKIPPED and o.reason != NOT_SAMPLED}
+        stopped = {o.site: o.reason for o in record.outcomes if o.cause is Cause.PRIVACY_BUDGET}
         run.rounds.append({"round": record.round, "sites": record.participants(), "stopped": stopped, "privacy": record.privacy})
     return run

@@ -98,13 +98,13 @@ class SiteLevelDP(Strategy):
 
     def state_dict(self) -> dict:
         """What a deployed coordinator checkpoints: every site's budget, the noise generator, the inner strategy's state."""
-        inner = self.inner.state_dict() if hasattr(self.inner, "state_dict") else None
-        return {"budgets": {s: b.state_dict() for s, b in self.budgets.items()}, "generator": self.generator.get_state(), "inner": inner}
+        budgets = {s: b.state_dict() for s, b in self.budgets.items()}
+        return {"budgets": budgets, "generator": self.generator.get_state(), "inner": self.inner.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.budgets = {s: PrivacyBudget.from_state_dict(b) for s, b in state["budgets"].items()}
         self.generator.set_state(state["generator"])
-        if state.get("inner") is not None and hasattr(self.inner, "load_state_dict"):
+        if state.get("inner") is not None:
             self.inner.load_state_dict(state["inner"])
 
     def _noise(self, mean: torch.Tensor, holders: int) -> torch.Tensor:
@@ -121,12 +121,15 @@ class SiteLevelDP(Strategy):
     def local_objective(self) -> dict:
         return self.inner.local_objective()
 
+    def secure_weighting(self) -> str:
+        """Every holder counts once (sample counts are data and would raise the sensitivity)."""
+        return "uniform"
+
+    @property
+    def secure_aggregation(self) -> bool:
+        """Wrapping SecureFedAvg, the coordinator sees only the clipped sum, as under SecureFedAvg alone."""
+        return self.inner.secure_aggregation
+
     def privacy_report(self) -> dict[str, dict[str, float]]:
         """Per site, what RoundRecord.privacy holds: epsilon and delta spent so far, and the budget."""
         return {site: budget.record() for site, budget in sorted(self.budgets.items())}
-
-
-def privacy_refusal(strategy: Strategy, site: str) -> str | None:
-    """Under site-level DP, why `site` is not asked to train this round (its budget); None for any other strategy."""
-    ask = getattr(strategy, "privacy_refusal", None)
-    return ask(site) if ask else None

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import torch
 
 from federation.state import StateDict
 from federation.update import ModelUpdate
+
+if TYPE_CHECKING:
+    from federation.privacy.secagg import ProtocolSites
 
 log = logging.getLogger(__name__)
 NO_UPDATES = "no site sent an update this round; the global model is unchanged"
@@ -28,6 +32,9 @@ class Strategy(ABC):
 
     A strategy says how deltas combine (`combine`) and, if it is not a plain step
     of `server_lr`, how they are applied (`apply`, e.g. FedOpt's adaptive step).
+    Every other method here is a hook the round loop (federation/round_loop.py)
+    calls on every strategy, in both runtimes; the defaults are what a strategy
+    without that concern does, so the loop never probes for them.
     """
 
     server_lr: float = 1.0
@@ -66,6 +73,29 @@ class Strategy(ABC):
     def local_objective(self) -> dict:
         """What sites must add to their local training (e.g. FedProx's proximal term); nothing by default."""
         return {}
+
+    def privacy_refusal(self, site: str) -> str | None:
+        """Why `site` is not asked to train this round (site-level DP: its budget would overrun), or None."""
+        return None
+
+    def privacy_report(self) -> dict[str, dict[str, float]]:
+        """Per site, the privacy this strategy has spent so far (site-level DP); nothing by default."""
+        return {}
+
+    def secure_weighting(self) -> str:
+        """Under secure aggregation, what a site encodes next to each key: 'samples' (its counts) or 'uniform' (1)."""
+        return "samples"
+
+    def combine_secure(self, sites: ProtocolSites, round_: int) -> dict[str, torch.Tensor]:
+        """The per-key deltas from sites that keep their updates (a deployment under secure aggregation)."""
+        raise TypeError(f"{type(self).__name__} does not aggregate through secure aggregation")
+
+    def state_dict(self) -> dict | None:
+        """What a deployed coordinator checkpoints between rounds (FedOpt moments, SCAFFOLD's control); None: nothing."""
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned; a strategy without state has nothing to restore."""
 
 
 def check_update(update: ModelUpdate, global_state: StateDict) -> None:

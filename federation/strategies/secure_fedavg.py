@@ -67,6 +67,9 @@ class SecureFedAvg(Strategy):
         """The per-key means from sites that hold their own updates (a deployment): they never reach this process."""
         return self.secure_sum(sites, round_).means()
 
+    def secure_weighting(self) -> str:
+        return self.weighting
+
     def secure_sum(self, sites: ProtocolSites, round_: int, clip: float | None = None) -> SecureSum:
         """The protocol over `sites`; `clip`: a tighter L2 bound for the sites to clip to (site-level DP's clip_norm)."""
         options = dict(self.server_options)
