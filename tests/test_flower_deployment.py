@@ -9,6 +9,7 @@ only; the assertions are about what the run recorded and the model it ended with
 from __future__ import annotations
 
 import json
+import runpy
 import time
 from pathlib import Path
 
@@ -31,9 +32,12 @@ from federation.flower.loopback import Loopback, make_certificates
 from federation.flower.plan import consortium_plan
 from federation.flower.run_folder import RunFolder
 from federation.flower.timing import read_lines
+from federation.governance.ledger import ROUND, read_ledger
+from federation.governance.registry import Registry
 from federation.round_record import ACCEPTED, FAILED
 
 pytestmark = pytest.mark.slow
+verify_ledger = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "verify_ledger.py"))["main"]
 HANG_S = 1800  # hang protection for one run on a loaded machine; no test relies on it
 
 
@@ -91,6 +95,24 @@ def test_three_sites_train_two_rounds_over_tls_and_match_the_in_process_engine(t
     before = sum(evaluate(initial.model, s.loader("test"))["accuracy"] for s in sites)
     assert sum(final[s]["accuracy"] for s in SITES) > before  # the federated model learned something
     assert_messages_timed_and_cached(run_dir)
+
+
+def test_a_governed_deployment_keeps_a_ledger_a_registry_and_a_dashboard(table_root, tmp_path):
+    consortium = consortium_overrides(table_root, rounds=2) + ["governance=open"]
+
+    with loopback(tmp_path, consortium, "deploy.governance=true") as deployment:
+        status = deployment.run()
+
+    assert status["state"] == "finished", status
+    run_dir = deployment.run_dir
+    entries = read_ledger(run_dir / "ledger.jsonl")
+    assert verify_ledger([str(run_dir / "ledger.jsonl")]) == 0
+    rounds = [e["data"] for e in entries if e["kind"] == ROUND]
+    assert [r["decision"] for r in rounds] == [r["decision"] for r in rounds_of(run_dir)]
+    assert all(r["participants"] == list(SITES) and "unavailable" in r["findings"] for r in rounds)
+    accepted = sum(r["decision"] == "accepted" for r in rounds)
+    assert Registry(run_dir / "registry").versions() == list(range(accepted + 1))  # the initial model, then each accepted round
+    assert "Ledger verified" in (run_dir / "dashboard.html").read_text()
 
 
 def assert_messages_timed_and_cached(run_dir: Path, forked: bool = False) -> None:

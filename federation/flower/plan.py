@@ -58,6 +58,12 @@ def consortium_plan(data: DictConfig) -> ConsortiumPlan:
     return ConsortiumPlan(tuple(names), tuple(_modalities(data, entries)), tuple(str(label) for label in data.labels))
 
 
+def site_modalities(data: DictConfig, plan: ConsortiumPlan) -> dict[str, tuple[str, ...]]:
+    """Per site, the modalities its entry in the data config declares (entries that declare none: the plan's)."""
+    declared = {str(e["name"]): tuple(e.get("modalities") or ()) for e in site_entries(data)}
+    return {site: declared.get(site) or plan.modalities for site in plan.sites}
+
+
 def own_site_data(data: DictConfig, site: str, data_path: str | None = None) -> DictConfig:
     """The `data` config narrowed to one site, so that its loader reads only that site's files.
 

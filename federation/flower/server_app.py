@@ -1,9 +1,14 @@
 """The coordinator's Flower ServerApp: compose the coordinator config, run the rounds, write the results.
 
 Flower's stock strategies cannot aggregate replies whose arrays differ between
-sites (ours differ by modality), so the ServerApp runs its own round loop
+sites (ours differ by modality), so the ServerApp runs rarefed's round loop
 (coordinator.py) over the grid's push and pull and aggregates with rarefed's
-strategies. Started by the SuperLink for each `flwr run`.
+strategies. With `deploy.governance=true` (conf/deploy/coordinator.yaml; off by
+default, since the default agreement names the synthetic consortium's members)
+it builds the governance observers of an in-process run into the run folder
+(ledger, registry, promotion rule; federation/governance/run_hooks.py says which
+monitors a coordinator cannot run) and writes the dashboard after the last
+round. Started by the SuperLink for each `flwr run`.
 """
 from __future__ import annotations
 
@@ -16,8 +21,10 @@ from flwr.serverapp import Grid, ServerApp
 from federation.flower.config import coordinator_config
 from federation.flower.coordinator import Coordinator
 from federation.flower.link import SiteLink, load_site_keys
-from federation.flower.plan import consortium_plan
+from federation.flower.plan import consortium_plan, site_modalities
 from federation.flower.run_folder import FAILED, FINISHED, RunFolder
+from federation.governance import finish
+from federation.governance.run_hooks import deployment_hooks
 from federation.settings import check_training_config
 from federation.training_env import quiet_lightning
 
@@ -37,7 +44,10 @@ def main(grid: Grid, context: Context) -> None:
         keys = load_site_keys(cfg.deploy.auth.site_keys, list(plan.sites)) if cfg.deploy.auth.enabled else None
         link = SiteLink(grid, plan, float(cfg.deploy.rounds.identify_timeout_s), float(cfg.deploy.rounds.message_ttl_s), keys,
                         float(cfg.deploy.rounds.get("reply_poll_s", 3.0)), folder.path / "messages.jsonl")
-        state = Coordinator(cfg, link, folder).run()
+        hooks = deployment_hooks(cfg, folder.path, plan, site_modalities(cfg.data, plan)) if cfg.deploy.get("governance") else {}
+        state = Coordinator(cfg, link, folder, **hooks).run()
+        if hooks:
+            finish(folder.path, cfg.governance)  # the dashboard, from the ledger
     except Exception as err:
         folder.status("stopped", folder.read_status().get("round", 0), rounds, state=FAILED, error=f"{type(err).__name__}: {err}")
         raise

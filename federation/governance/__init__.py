@@ -18,7 +18,7 @@ the dashboard.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from federation.governance.agreement import (
     is_secure,
     members,
 )
-from federation.governance.audit import LedgerWriter
+from federation.governance.audit import FEEDBACK_NOTE, LedgerWriter
 from federation.governance.cards import RegistryWriter, data_summary
 from federation.governance.dashboard import write_dashboard
 from federation.governance.feedback import feedback_counts
@@ -68,6 +68,7 @@ __all__ = [
     "RegistryError",
     "SiteEvaluator",
     "active_sites",
+    "assemble_observers",
     "build_observers",
     "check_requirements",
     "finish",
@@ -88,22 +89,35 @@ def build_observers(
         return []
     cfg = OmegaConf.create(governance_cfg) if not OmegaConf.is_config(governance_cfg) else governance_cfg
     sites = {s.name: s.modalities for s in consortium.sites}
+    return assemble_observers(cfg, run_dir, sites, label_names, summaries=_summaries(consortium, int(cfg.monitoring.min_count)), evaluator=evaluator,
+                              feedback=lambda: feedback_counts(consortium), data=lambda: data_summary(consortium), run_config=run_config)
+
+
+def assemble_observers(
+    cfg: Any, run_dir: str | Path, sites: Mapping[str, Sequence[str]], label_names: Sequence[str], *, summaries: Callable[[], dict] | None = None,
+    evaluator: SiteEvaluator | None = None, feedback: Callable[[], Mapping[str, int]] | None = None, data: Callable[[], Mapping[str, dict]] | None = None,
+    run_config: Any = None, feedback_note: str = FEEDBACK_NOTE,
+) -> list[RoundObserver]:
+    """The observers from what the runtime knows of its sites: `sites` (name -> modalities) always; the rest where it can see them.
+
+    `summaries`: the sites' feature summaries (drift monitoring; None: not monitored); `evaluator`: subgroup
+    monitoring; `feedback`: clinician cases per site (None: none known, `feedback_note` says why); `data`:
+    each site's data summary for the model cards.
+    """
     check_membership(cfg, sites)
     ledger = Ledger(ledger_path(cfg, run_dir), must_exist=bool(cfg.ledger.must_exist))
     registry = Registry(registry_dir(cfg, run_dir))
     agreed = members(cfg, sites)
-    monitoring = cfg.monitoring
-    observers: list[RoundObserver] = [
-        ParticipationGuard(agreed, OmegaConf.to_container(cfg.participation), exited_sites(ledger.entries())),
-        DriftMonitor(_summaries(consortium, int(monitoring.min_count)), float(monitoring.drift_threshold)),
-    ]
+    observers: list[RoundObserver] = [ParticipationGuard(agreed, OmegaConf.to_container(cfg.participation), exited_sites(ledger.entries()))]
+    if summaries is not None:
+        observers.append(DriftMonitor(summaries, float(cfg.monitoring.drift_threshold)))
     if evaluator is not None:
-        observers.append(SubgroupMonitor(evaluator, list(monitoring.age_bands), int(monitoring.min_count)))
+        observers.append(SubgroupMonitor(evaluator, list(cfg.monitoring.age_bands), int(cfg.monitoring.min_count)))
     config = OmegaConf.to_container(run_config, resolve=True) if OmegaConf.is_config(run_config) else run_config
     observers += [
         PromotionGate(registry, PromotionRule.from_cfg(OmegaConf.to_container(cfg.promotion))),
-        LedgerWriter(ledger, _run_start(cfg, agreed, label_names), feedback_counts(consortium), str(cfg.exit.mode)),
-        RegistryWriter(registry, label_names, data_summary(consortium), config or {"governance": OmegaConf.to_container(cfg, resolve=True)}),
+        LedgerWriter(ledger, _run_start(cfg, agreed, label_names), feedback() if feedback else {}, str(cfg.exit.mode), feedback_note),
+        RegistryWriter(registry, label_names, data() if data else {}, config or {"governance": OmegaConf.to_container(cfg, resolve=True)}),
     ]
     return observers
 

@@ -15,6 +15,7 @@ from federation.governance.ledger import FEEDBACK, ROUND, RUN_START, SITE_EXIT, 
 from federation.round_record import ROUND_ACCEPTED, RoundRecord
 
 OWN_KEYS = ("ledger", "registry")  # extra keys recorded as fields of their own, not findings
+FEEDBACK_NOTE = "clinician-confirmed cases in each site's validation split"
 
 
 def round_entry(record: RoundRecord) -> dict[str, Any]:
@@ -49,18 +50,20 @@ def round_entry(record: RoundRecord) -> dict[str, Any]:
 
 
 class LedgerWriter:
-    def __init__(self, ledger: Ledger, start: Mapping[str, Any], feedback: Mapping[str, int], exit_mode: str = "restore"):
-        """`start`: what the run_start entry records (members, rules); `feedback`: per site, the clinician cases in validation."""
+    def __init__(self, ledger: Ledger, start: Mapping[str, Any], feedback: Mapping[str, int], exit_mode: str = "restore", feedback_note: str = FEEDBACK_NOTE):
+        """`start`: what the run_start entry records (members, rules); `feedback`: per site, the clinician cases in
+        validation; `feedback_note`: what the feedback entry says about them (a deployment: why there are none)."""
         self.ledger = ledger
         self.start = dict(start)
         self.feedback = dict(feedback)
         self.exit_mode = exit_mode
+        self.feedback_note = feedback_note
         self.started: dict[str, Any] | None = None
 
     def on_round(self, record: RoundRecord) -> None:
         if self.started is None:
             self.started = self.ledger.append(RUN_START, {**self.start, "first_round": record.round, "initial_model": model_hash(record.previous_state)})
-            self.ledger.append(FEEDBACK, {"sites": self.feedback, "note": "clinician-confirmed cases in each site's validation split"})
+            self.ledger.append(FEEDBACK, {"sites": self.feedback, "note": self.feedback_note})
         entry = self.ledger.append(ROUND, round_entry(record))
         for exit_ in record.extra.get("participation", {}).get("exits", []):
             self.ledger.append(SITE_EXIT, {**exit_, "round": record.round, "mode": self.exit_mode})

@@ -36,7 +36,7 @@ from federation.update import ModelUpdate
 from models.metrics import METRIC_NAMES
 
 METRICS = frozenset({"train_loss", "epsilon", "delta"})
-EVALUATION_METRICS = frozenset(f"{split}_{name}" for split in ("val", "test") for name in METRIC_NAMES)
+EVALUATION_METRICS = frozenset(f"{split}_{name}" for split in ("val", "test") for name in (*METRIC_NAMES, "n_patients"))  # split sizes, as model cards show
 SITE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 PLAN = re.compile(r"^[0-9a-f]{16}$")
 MAX_REASON = 600
