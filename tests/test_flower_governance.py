@@ -67,10 +67,12 @@ def run_in_process(overrides: list[str], run_dir: Path) -> None:
     finish(run_dir, cfg.governance)
 
 
-def run_deployed(overrides: list[str], run_dir: Path) -> None:
-    """The ServerApp's main, as the SuperLink starts it, over a grid that delivers every message in this process."""
+def run_deployed(overrides: list[str], run_dir: Path, coordinator: tuple[str, ...] = ()) -> None:
+    """The ServerApp's main, as the SuperLink starts it, over a grid that delivers every message in this process.
+
+    `coordinator`: more overrides for the coordinator alone."""
     own = ["deploy.rounds.wait_for_all_s=0", "deploy.rounds.wait_for_min_s=0", "deploy.rounds.reply_timeout_s=0",
-           "deploy.auth.enabled=false", f"deploy.run_dir={run_dir}", "deploy.governance=true"]
+           "deploy.auth.enabled=false", f"deploy.run_dir={run_dir}", "deploy.governance=true", *coordinator]
     run_config = {"consortium": join_overrides(overrides), "coordinator": join_overrides(own)}
     logger, handlers = logging.getLogger("federation"), list(logging.getLogger("federation").handlers)
     try:

@@ -208,3 +208,21 @@ def test_a_bad_tracking_setting_is_one_line_status_2_and_no_run_folder(tmp_path)
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert done.stderr.startswith("error: tracking.uri=ftp://tracker.example: must be null (the local store) or an MLflow tracking URI")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_deployment_logs_its_rounds_as_an_in_process_run_does(tmp_path):
+    """The real ServerApp over an in-process grid (tests/test_flower_governance.py): round 1 is refused by the agreement,
+    rounds 2 and 3 go through; the tracker sees each round's decision at its step, and the coordinator's params."""
+    from test_flower import write_table_consortium
+    from test_flower_governance import governed_overrides, run_deployed
+
+    outputs = tmp_path / "outputs"
+    run_deployed(governed_overrides(write_table_consortium(tmp_path / "tables")), tmp_path / "deployed",
+                 ("tracking.enabled=true", f"paths.output_dir={outputs}"))
+
+    client = store(outputs)
+    run = the_run(client, tmp_path / "deployed")
+    failed = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "round/decision/failed")}
+    assert failed == {1: 1.0, 2: 0.0, 3: 0.0}
+    assert run.data.params["federation.rounds"] == "3" and run.data.params["deploy.governance"] == "true"
+    assert run.info.status == "FINISHED"

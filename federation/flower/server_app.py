@@ -8,7 +8,8 @@ default, since the default agreement names the synthetic consortium's members)
 it builds the governance observers of an in-process run into the run folder
 (ledger, registry, promotion rule; federation/governance/run_hooks.py says which
 monitors a coordinator cannot run) and writes the dashboard after the last
-round. Started by the SuperLink for each `flwr run`.
+round. Rounds are logged to the experiment tracker as in-process runs log them
+(federation/tracking.py). Started by the SuperLink for each `flwr run`.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from federation.flower.run_folder import FAILED, FINISHED, RunFolder
 from federation.governance import finish
 from federation.governance.run_hooks import deployment_hooks
 from federation.settings import check_training_config
+from federation.tracking import track
 from federation.training_env import quiet_lightning
 
 app = ServerApp()
@@ -44,10 +46,13 @@ def main(grid: Grid, context: Context) -> None:
         keys = load_site_keys(cfg.deploy.auth.site_keys, list(plan.sites)) if cfg.deploy.auth.enabled else None
         link = SiteLink(grid, plan, float(cfg.deploy.rounds.identify_timeout_s), float(cfg.deploy.rounds.message_ttl_s), keys,
                         float(cfg.deploy.rounds.get("reply_poll_s", 3.0)), folder.path / "messages.jsonl")
-        hooks = deployment_hooks(cfg, folder.path, plan, site_modalities(cfg.data, plan)) if cfg.deploy.get("governance") else {}
-        state = Coordinator(cfg, link, folder, **hooks).run()
-        if hooks:
-            finish(folder.path, cfg.governance)  # the dashboard, from the ledger
+        governed = bool(cfg.deploy.get("governance"))
+        hooks = deployment_hooks(cfg, folder.path, plan, site_modalities(cfg.data, plan)) if governed else {}
+        with track(cfg, folder.path) as tracker:  # MLflow (conf/tracking/), the round observer an in-process run has
+            hooks["observers"] = [*hooks.get("observers", []), *tracker.observers(int(cfg.seed), folder.path)]
+            state = Coordinator(cfg, link, folder, **hooks).run()
+            if governed:
+                finish(folder.path, cfg.governance)  # the dashboard, from the ledger
     except Exception as err:
         folder.status("stopped", folder.read_status().get("round", 0), rounds, state=FAILED, error=f"{type(err).__name__}: {err}")
         raise
