@@ -8,8 +8,8 @@ cores other work keeps busy right now (psutil's CPU use over a quarter second, w
 this process waits), and at least one: on a quiet machine it is torch's default, on
 a busy one it steps aside. (The load average reacts too slowly: a neighbour started a
 minute ago shows as half a core.) Measured on 2 cores, 4 rounds of the default job
-(benchmarks/results/under_load.md): quiet, null 29 s, 1 thread 37 s, auto 31 s; beside
-one CPU-bound neighbour, 77 s, 38 s and 38 s. So auto is the default. A fixed number keeps runs
+(benchmarks/results/under_load.md): quiet, null 28 s, 1 thread 35 s, auto 29 s; beside
+one CPU-bound neighbour, 60 s, 36 s and 36 s. So auto is the default. A fixed number keeps runs
 bit-for-bit comparable across loads (the order of floating-point sums depends on it).
 
 `auto` also keeps to an explicit OpenMP limit (OMP_NUM_THREADS). The parallel launcher
