@@ -20,12 +20,11 @@ from federation.evaluation import evaluate
 from federation.participation import Participation
 from federation.privacy.accountant import BudgetExhausted
 from federation.round_record import FAILED, SKIPPED, Cause, RoundRecord, SiteOutcome
-from federation.site import Site
+from federation.site import Site, training_seed
 from federation.state import StateDict, set_state
 from federation.update import ModelUpdate
 
 log = logging.getLogger(__name__)
-SEED_STRIDE = 1000  # a site's training seed: seed + 1000 * round + its index (the deployment's plan follows it)
 
 
 class LocalTransport:
@@ -79,7 +78,7 @@ class LocalTransport:
         site = self.site_objects[index]
         started = self.clock()
         try:
-            update = site.train(module, state, self.local_limits, round_, seed=self.seed + SEED_STRIDE * round_ + index, objective=objective)
+            update = site.train(module, state, self.local_limits, round_, seed=training_seed(self.seed, round_, index), objective=objective)
         except BudgetExhausted as spent:  # the site stops contributing, and says so
             outcome.mark(SKIPPED, Cause.PRIVACY_BUDGET, str(spent))
             log.warning("round %d: site %r %s", round_, site.name, spent)

@@ -22,6 +22,15 @@ from modalities.site_data import SiteData
 from models.losses import class_counts
 from models.multimodal import parameter_modality
 
+SEED_STRIDE = 1000
+
+
+def training_seed(base: int, round_: int, site_index: int) -> int:
+    """A site's training seed for a round, one rule for both runtimes (the in-process transport and the deployed
+    plan), so that a deployment trains bit for bit as the in-process engine does."""
+    return base + SEED_STRIDE * round_ + site_index
+
+
 LOCAL_OBJECTIVES = {"proximal_mu", "scaffold_control", "keep_local"}
 KEEP_LOCAL = {"normalisation": normalisation_keys}
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
+from federation.site import training_seed
 from modalities.base import Modality
 from modalities.consortium import site_entries
 
 TABLE_LOADER = "modalities.tables.load_table_sites"
-SEED_STRIDE = 1000  # the in-process engine's rule: seed + 1000 * round + site_index
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class ConsortiumPlan:
 
     def seed(self, base: int, round_: int, site: str) -> int:
         """The site's training seed for a round, equal to the in-process engine's."""
-        return base + SEED_STRIDE * round_ + self.site_index(site)
+        return training_seed(base, round_, self.site_index(site))
 
     @property
     def fingerprint(self) -> str:
