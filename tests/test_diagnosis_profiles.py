@@ -485,13 +485,17 @@ def test_tempering_is_learned_only_when_configured():
     assert float(on.term_count_exponent) != 0.0
 
 
-def test_a_scorer_saved_before_tempering_loads_as_untempered():
-    saved = {k: v for k, v in DiagnosisScorer(Q).state_dict().items() if k != "term_count_exponent"}
+@pytest.mark.parametrize("added, missing", [
+    ("term_count_exponent", ("term_count_exponent",)),  # saved before tempering: loads as untempered
+    ("similarity_weight", ("similarity_weight", "term_count_exponent")),  # saved before both: loads without similarity
+])
+def test_a_scorer_saved_before_a_learned_weight_existed_loads_with_it_at_zero(added, missing):
+    saved = {k: v for k, v in DiagnosisScorer(Q).state_dict().items() if k not in missing}
     model = DiagnosisScorer(Q)
     with torch.no_grad():
-        model.term_count_exponent.fill_(0.7)
+        getattr(model, added).fill_(0.7)
     model.load_compatible(saved)
-    assert float(model.term_count_exponent) == 0.0
+    assert float(getattr(model, added)) == 0.0
 
 
 def test_similarity_adds_its_weighted_score_to_every_column_the_own_one_included():
@@ -521,16 +525,7 @@ def test_similarity_weight_is_learned_only_when_configured_and_grows_when_inform
     assert float(on.similarity_weight) > 0.0
 
 
-def test_a_scorer_saved_before_similarity_loads_without_it():
-    saved = {k: v for k, v in DiagnosisScorer(Q).state_dict().items() if k not in ("similarity_weight", "term_count_exponent")}
-    model = DiagnosisScorer(Q)
-    with torch.no_grad():
-        model.similarity_weight.fill_(0.7)
-    model.load_compatible(saved)
-    assert float(model.similarity_weight) == 0.0
-
-
-def test_similarity_isstandardised_similarityd_over_annotated_diseases_and_zero_for_the_rest():
+def test_similarity_is_standardised_over_annotated_diseases_and_zero_for_the_rest():
     row = np.array([1.0, 3.0, MISSING_SCORE, 5.0], np.float32)
     known = np.array([True, True, False, True])
     out = standardised_similarity(row, known)
