@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from federation.adaptation.deploy import AdaptationSettings, approach_order, deploy
+from federation.adaptation import cross_fit
+from federation.adaptation.deploy import AdaptationSettings, approach_order, choose_deployments, site_predictions
 from federation.adaptation.report import add_deployment, compare, deployment_table
 from federation.attacks import with_attackers
 from federation.baselines import train_local, train_pooled
@@ -72,6 +73,7 @@ def _run_tracked(cfg: DictConfig, out_dir: Path, tracker: Tracker) -> dict:
     seeds = list(cfg.get("seeds") or [cfg.seed])
     # governed runs keep one ledger and registry per training seed
     run_dirs = {seed: out_dir if len(seeds) == 1 else out_dir / f"seed_{seed}" for seed in seeds}
+    governed = [d for run_dir in run_dirs.values() for d in seed_dirs(cfg, run_dir)]
     runs = [_run_seed(cfg, consortium, seed, run_dirs[seed], tracker.observers(seed, run_dirs[seed])) for seed in seeds]
     summaries = [r.summary for r in runs]
     summary = summaries[0] if len(runs) == 1 else combine_seeds(summaries, seeds)
@@ -86,7 +88,7 @@ def _run_tracked(cfg: DictConfig, out_dir: Path, tracker: Tracker) -> dict:
     last = runs[-1]
     _write_run(out_dir, cfg, summary, table, last, consortium)
     if cfg.get("governance") is not None and cfg.governance.get("enabled", True):
-        for run_dir in run_dirs.values():
+        for run_dir in governed:
             finish(run_dir, cfg.governance)  # the dashboard, from the ledger
     if vus:
         vus.write(out_dir)
@@ -102,7 +104,39 @@ class SeedRun:
     predictions: dict | None = None  # approach -> site -> (test logits, labels), for evaluations beyond the summary
 
 
+@dataclass
+class Trained:
+    """One training of a seed (or of one fold of a cross-fitted seed): what its summary is made from."""
+
+    predictions: dict            # approach -> site -> (test logits, labels)
+    candidates: dict | None      # site -> SitePredictions: what each site may deploy (adaptation.enabled)
+    n_train: dict[str, int]
+    history: list[dict]
+    final_model: dict[str, torch.Tensor]
+    extra: ExtraEvaluation | None = None
+    communication: dict | None = None
+
+
+def seed_dirs(cfg: DictConfig, run_dir: Path) -> list[Path]:
+    """Where a seed's trainings write their governance records: the seed's folder, or one per cross-fitting fold."""
+    n_folds = cross_fit.folds(cfg)
+    return [run_dir / f"fold_{k}" for k in range(n_folds)] if n_folds else [run_dir]
+
+
 def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path, observers: list | tuple = ()) -> SeedRun:
+    """One seed: one training, or with adaptation.cross_fit=K, K trainings on K validation folds merged (cross_fit.py)."""
+    n_folds = cross_fit.folds(cfg)
+    if not n_folds:
+        return _summarise(cfg, _train(cfg, consortium, seed, run_dir, observers), seed, [run_dir])
+    dirs = seed_dirs(cfg, run_dir)
+    folds = [_train(cfg, load_consortium(cross_fit.fold_data(cfg.data, k, n_folds), seed=cfg.seed), seed, dirs[k], observers) for k in range(n_folds)]
+    predictions = {a: cross_fit.average_test([f.predictions[a] for f in folds], a) for a in folds[0].predictions}
+    candidates = cross_fit.merge_folds([f.candidates for f in folds]) if folds[0].candidates else None
+    merged = Trained(predictions, candidates, folds[0].n_train, folds[-1].history, folds[-1].final_model, None, folds[-1].communication)
+    return _summarise(cfg, merged, seed, dirs, n_folds)
+
+
+def _train(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path, observers: list | tuple = ()) -> Trained:
     module = build_module(cfg, consortium.modalities, consortium.label_space.labels, seed)
     model = module.model
     make_trainer = instantiate(cfg.trainer)
@@ -133,29 +167,42 @@ def _run_seed(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path,
     module.optimizer_factory = instantiate(cfg.model.optimizer)
     baselines, local_states = _baseline_predictions(cfg, module, sites, initial, seed, make_trainer, device, extra)
     predictions |= baselines
-    deployments = {}
-    if cfg.get("adaptation", {}).get("enabled"):  # what each site deploys, chosen on its validation split
+    candidates = None
+    if cfg.get("adaptation", {}).get("enabled"):  # what each site may deploy, predicted on its validation split
+        candidates = site_predictions(module, sites, federation.global_state, local_states, AdaptationSettings.from_cfg(cfg.adaptation), seed, device)
+    communication = _update_bytes(compressing, cfg.federation.compression) if cfg.federation.get("compression") else None
+    return Trained(predictions, candidates, {s.name: s.n_train for s in sites}, federation.history, final_model, extra, communication)
+
+
+def _summarise(cfg: DictConfig, run: Trained, seed: int, run_dirs: list[Path], n_folds: int = 0) -> SeedRun:
+    """The seed's summary: every approach per site, and what each site deployed (chosen on validation)."""
+    predictions, deployments = dict(run.predictions), {}
+    if run.candidates is not None:
         adaptation = AdaptationSettings.from_cfg(cfg.adaptation)
-        deployments = deploy(module, sites, federation.global_state, local_states, adaptation, seed, device)
-        _record_deployments(cfg, run_dir, deployments)
+        deployments = choose_deployments(run.candidates, adaptation)
+        if n_folds:
+            deployments = {site: replace(d, record=cross_fit.record(d.record, n_folds)) for site, d in deployments.items()}
+        for run_dir in run_dirs:
+            _record_deployments(cfg, run_dir, deployments)
         for name, deployment in deployments.items():
             for approach, pair in deployment.test.items():
                 predictions.setdefault(approach, {})[name] = pair
+    extra = run.extra
     if extra:
         predictions["knowledge"] = extra.knowledge_predictions()
 
     adapted = next(iter(deployments.values())).test if deployments else {}  # e.g. finetuned+calibrated, beside APPROACHES
     ordered = {a: predictions[a] for a in approach_order(APPROACHES, adapted) if a in predictions}
     metrics = cfg.get("report", {}).get("metrics")
-    summary = build_summary(cfg.task, ordered, {s.name: s.n_train for s in sites}, dict(metrics) if metrics else None)
+    summary = build_summary(cfg.task, ordered, run.n_train, dict(metrics) if metrics else None)
     if extra:
-        trained_labels = {s.name: set(s.data.splits["train"].labels) for s in sites}
+        trained_labels = {s.name: set(s.data.splits["train"].labels) for s in extra.sites}
         summary = extra.add_to(summary) | {"extra_evaluation": extra.facts(trained_labels)}
     if deployments:
         summary = add_deployment(summary, deployments, predictions, adaptation.bootstrap_resamples, seed)
-    if cfg.federation.get("compression"):
-        summary["communication"] = _update_bytes(compressing, cfg.federation.compression)
-    return SeedRun(summary, federation.history, final_model, ordered)
+    if run.communication:
+        summary["communication"] = run.communication
+    return SeedRun(summary, run.history, run.final_model, ordered)
 
 
 def _record_deployments(cfg: DictConfig, run_dir: Path, deployments: dict) -> None:

@@ -163,7 +163,7 @@ def split_rows(targets: Sequence[int], ids: Sequence[str], split: Mapping[str, A
                                        random_state=split.get("random_state"), shuffle=True, stratify=stratify)
         test_set = set(test.tolist())
         train = [i for i in range(len(targets)) if i not in test_set]
-        train, val = _carve_validation(train, targets, float(split.get("val_fraction", 0.0)), split.get("random_state"))
+        train, val = _carve_validation(train, targets, float(split.get("val_fraction", 0.0)), split.get("random_state"), split.get("val_fold"))
         return {"train": train, "val": val, "test": sorted(test_set)}
     if method == "draw":
         records = [SimpleNamespace(patient_id=str(i), label=str(t)) for i, t in enumerate(targets)]
@@ -172,8 +172,12 @@ def split_rows(targets: Sequence[int], ids: Sequence[str], split: Mapping[str, A
     raise ValueError(f"split.method must be train_test_split or draw, got {method!r}")
 
 
-def _carve_validation(train: list[int], targets: Sequence[int], fraction: float, random_state) -> tuple[list[int], list[int]]:
-    """A validation split from the training rows, for protocols that have none (FLamby's heart split)."""
+def _carve_validation(train: list[int], targets: Sequence[int], fraction: float, random_state, fold: int | None = None) -> tuple[list[int], list[int]]:
+    """A validation split from the training rows, for protocols that have none (FLamby's heart split).
+
+    `fold` (split.val_fold) takes fold `fold` of round(1 / fraction) seeded, stratified folds instead of one
+    draw, so that the folds' validation splits together cover every training row once (cross-fitted selection).
+    """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"split.val_fraction must be in [0, 1), got {fraction}")
     if fraction == 0.0 or len(train) < 2:
@@ -184,8 +188,25 @@ def _carve_validation(train: list[int], targets: Sequence[int], fraction: float,
     counts = np.bincount(labels)
     present = counts[counts > 0]
     stratify = labels if len(present) > 1 and (present > 2).all() else None
+    if fold is not None:
+        return _fold(np.asarray(train), labels, stratify is not None, round(1 / fraction), int(fold), random_state)
     kept, val = train_test_split(np.asarray(train), test_size=fraction, random_state=random_state, shuffle=True, stratify=stratify)
     return sorted(kept.tolist()), sorted(val.tolist())
+
+
+def _fold(train: np.ndarray, labels: np.ndarray, stratified: bool, n_folds: int, fold: int, random_state) -> tuple[list[int], list[int]]:
+    """(kept, val): fold `fold` of `n_folds` shuffled folds of the training rows, stratified by label when it can be."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"split.val_fold must be in [0, {n_folds}) for val_fraction {1 / n_folds:g}, got {fold}")
+    n_folds = min(n_folds, len(train))
+    if stratified and np.bincount(labels)[np.bincount(labels) > 0].min() >= n_folds:
+        folds = StratifiedKFold(n_folds, shuffle=True, random_state=random_state).split(train, labels)
+    else:
+        folds = KFold(n_folds, shuffle=True, random_state=random_state).split(train)
+    kept, val = list(folds)[min(fold, n_folds - 1)]
+    return sorted(train[kept].tolist()), sorted(train[val].tolist())
 
 
 def normalise(values: np.ndarray, train_rows: Sequence[int], how: str) -> np.ndarray:

@@ -132,6 +132,16 @@ class SiteDeployment:
     record: dict            # the choice, the criterion, validation figures, reason, what each method fitted
 
 
+@dataclass
+class SitePredictions:
+    """One site's base candidates (the global model, its trained adaptations, the local-only model): validation and
+    test predictions, and what each adaptation fitted. Post-hoc candidates (calibration, mixture) are made from these."""
+
+    val: dict[str, Pair]
+    test: dict[str, Pair]
+    fitted: dict[str, dict]
+
+
 def deploy(
     module: L.LightningModule,
     sites: list[Site],
@@ -142,21 +152,26 @@ def deploy(
     device: str,
 ) -> dict[str, SiteDeployment]:
     """Per site: every candidate's test predictions, `deployed` the one its validation split (or the consortium's) chose."""
-    val, test, fitted = {}, {}, {}
-    for i, site in enumerate(sites):
-        val[site.name], test[site.name], fitted[site.name] = _candidates(
-            module, site, global_state, local_states.get(site.name), settings, seed + 700 + i, device
-        )
+    return choose_deployments(site_predictions(module, sites, global_state, local_states, settings, seed, device), settings)
+
+
+def site_predictions(module, sites: list[Site], global_state: StateDict, local_states: dict[str, StateDict], settings: AdaptationSettings, seed: int, device: str) -> dict[str, SitePredictions]:
+    """Every site's base candidates, predicted on its validation and test patients."""
+    out = {site.name: _base_candidates(module, site, global_state, local_states.get(site.name), settings, seed + 700 + i, device) for i, site in enumerate(sites)}
     set_state(module, global_state)
-    choices = choose_all(val, settings.select)
-    out = {}
-    for name, choice in choices.items():
-        out[name] = SiteDeployment({**test[name], "deployed": test[name][choice.deployed]}, {**choice.as_record(), "fitted": fitted[name]})
     return out
 
 
-def _candidates(module, site: Site, global_state: StateDict, local_state: StateDict | None, settings: AdaptationSettings, seed: int, device: str):
-    """(validation predictions of the candidates, test predictions of every approach, what each method fitted) at one site."""
+def choose_deployments(predictions: dict[str, SitePredictions], settings: AdaptationSettings) -> dict[str, SiteDeployment]:
+    """The post-hoc candidates of every site, and each site's choice among all of them on validation."""
+    val, test, fitted = {}, {}, {}
+    for name, base in predictions.items():
+        val[name], test[name], fitted[name] = _with_post_hoc(name, base, settings)
+    choices = choose_all(val, settings.select)
+    return {name: SiteDeployment({**test[name], "deployed": test[name][c.deployed]}, {**c.as_record(), "fitted": fitted[name]}) for name, c in choices.items()}
+
+
+def _base_candidates(module, site: Site, global_state: StateDict, local_state: StateDict | None, settings: AdaptationSettings, seed: int, device: str) -> SitePredictions:
     val, test, fitted = {}, {}, {}
     val["federated"], test["federated"] = _predict(module, site, site.personalise(global_state), device)
     for method in (*settings.methods, *settings.report_only):
@@ -165,18 +180,22 @@ def _candidates(module, site: Site, global_state: StateDict, local_state: StateD
             val[name], test[name], fitted[name] = _fine_tuned(module, site, global_state, method, settings, seed, (val["federated"], test["federated"]), device)
     if settings.include_local and local_state is not None:
         val["local"], test["local"] = _predict(module, site, local_state, device)
+    return SitePredictions(val, test, fitted)
+
+
+def _with_post_hoc(site: str, base: SitePredictions, settings: AdaptationSettings):
+    """(validation predictions of the candidates, test predictions of every approach, what each method fitted) at one site."""
+    val, test, fitted = base.val, dict(base.test), dict(base.fitted)
     shown_only = [APPROACH_OF[m] for m in settings.report_only]
     candidates = {}
-    for base in (b for b in val if b not in shown_only):
-        candidates[base] = val[base]
+    for name in (b for b in val if b not in shown_only):
+        candidates[name] = val[name]
         if "calibrate" in settings.methods:
-            name = calibrated_name(base)
-            candidates[name], test[name], fitted[name] = _calibrated(val[base], test[base], settings)
+            calibrated = calibrated_name(name)
+            candidates[calibrated], test[calibrated], fitted[calibrated] = _calibrated(val[name], test[name], settings)
     if "mixture" in (*settings.methods, *settings.report_only):
         if "local" not in val:
-            raise ConfigError(
-                "adaptation.methods", list(settings.methods), f"mixture needs site {site.name!r}'s local-only model, and there is none (baselines.local)"
-            )
+            raise ConfigError("adaptation.methods", list(settings.methods), f"mixture needs site {site!r}'s local-only model, and there is none (baselines.local)")
         scored, test["mixture"], fitted["mixture"] = _mixture((val["federated"], test["federated"]), (val["local"], test["local"]), settings)
         if "mixture" in settings.methods:
             candidates["mixture"] = scored  # listed last: the most numbers fitted on validation, so ties go elsewhere
