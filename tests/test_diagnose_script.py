@@ -51,7 +51,8 @@ def test_small_store_end_to_end(tmp_path):
     assert set(summary["sites"]) == {"site_0", "site_1"}
     for site in ("site_0", "site_1"):  # each site's choice, made on its validation publications
         choice = summary["deployment"]["seed 0"][site]
-        assert choice["deployed"] in ("federated", "local")
+        assert choice["deployed"] in ("federated", "local", "federated+rankers")
+        assert set(choice["blend"]) == {"likelihood_weight", "resnik_weight"}  # deployment.blend is on: its weights are recorded
         assert summary["sites"][site]["deployed"] == summary["sites"][site][choice["deployed"]]
     facts = summary["facts"]
     assert facts["open_candidates"] > 8000  # every annotated OMIM disease, not only the labels

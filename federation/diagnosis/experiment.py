@@ -8,7 +8,8 @@ Approaches, all scored over the same candidates (every annotated disease + label
 - `federated`: case profiles from the counts every site shares (k-suppressed, or by
   secure aggregation), to which each site adds back its own in full, and the scorer
   trained by FedAvg;
-- `deployed`: what each site chose between its local-only and the federated scorer on
+- `deployed`: what each site chose between its local-only and the federated scorer (and,
+  with `deployment.blend`, the federated one blended with the two rankers, blend.py) on
   its own validation publications (deployment.py);
 - `pooled`: everyone's cases in one place (what privacy rules forbid): the reference.
 Every approach is judged on each site's own test patients (held-out publications).
@@ -23,9 +24,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from federation.diagnosis import blend
 from federation.diagnosis.case_profiles import CaseCounts, count_cases, gene_indicator, share, site_view
 from federation.diagnosis.cohort import Cohort, Patients, cohort_from
-from federation.diagnosis.deployment import CANDIDATES, choose_sites
+from federation.diagnosis.deployment import BLEND, CANDIDATES, choose_sites, objective
 from federation.diagnosis.evidence import Evidence, ProfileSettings, PublicKnowledge, evidence_for, features_for
 from federation.diagnosis.metrics import patient_hits, ranks
 from federation.diagnosis.scorer import DiagnosisScorer, EvidenceTensors, TrainSettings, score, train_alone, train_federated
@@ -188,20 +190,55 @@ def _federated(ctx: Context, per_site, shared):
 
 
 def _deployed(ctx: Context, per_site, shared):
-    """Each site's choice between its local-only and the federated scorer, on its validation publications only."""
+    """Each site's choice between its local-only and the federated scorer (and, with `deployment.blend`, the federated
+    scorer blended with the training-free rankers, blend.py), on its validation publications only."""
     missing = [c for c in CANDIDATES if c not in ctx.trained]
     if missing:
         raise ValueError(f"the deployed approach needs {missing} to run first")
-    val = ctx.cohort.split("val")
-    val_hits = {c: {site: _evaluate(*ctx.trained[c][site][:2], ctx, ctx.trained[c][site][2], val[site]) for site in per_site} for c in CANDIDATES}
+    val, test = ctx.cohort.split("val"), ctx.cohort.split("test")
+    val_scores = {c: {site: _scores(ctx, c, site, val[site]) for site in per_site} for c in CANDIDATES}
+    val_hits = {c: {site: _hits(val_scores[c][site], val[site].labels, ctx.public) for site in per_site} for c in CANDIDATES}
+    blends = {}
+    if (ctx.cfg.get("deployment") or {}).get("blend"):
+        val_hits[BLEND], blends = {}, {}
+        for site in per_site:
+            val_hits[BLEND][site], blends[site] = _blend_on_validation(ctx, site, val[site], val_scores["federated"][site])
     choices = choose_sites(val_hits)
-    test = ctx.cohort.split("test")
     hits = {}
     for site, choice in choices.items():
-        model, tables, evidence = ctx.trained[choice.deployed][site]
-        hits[site] = _evaluate(model, tables, ctx, evidence, test[site])
-        ctx.deployment[site] = choice.as_record()
+        if choice.deployed == BLEND:
+            scores = blends[site](_scores(ctx, "federated", site, test[site]), *_ranker_scores(ctx, test[site]))
+        else:
+            scores = _scores(ctx, choice.deployed, site, test[site])
+        hits[site] = _hits(scores, test[site].labels, ctx.public)
+        ctx.deployment[site] = choice.as_record() | ({"blend": blends[site].as_record()} if site in blends else {})
     return hits, None
+
+
+def _scores(ctx: Context, approach: str, site: str, patients: Patients) -> np.ndarray:
+    """[N, C] scores over every candidate of `approach`'s scorer at `site`."""
+    model, tables, evidence = ctx.trained[approach][site]
+    return score(model, tables, ctx.features(evidence, patients, leave_out=False)).numpy()
+
+
+def _ranker_scores(ctx: Context, patients: Patients) -> tuple[np.ndarray, np.ndarray]:
+    """[N, C] scores of the two training-free rankers: likelihood ratios from public knowledge, Resnik best match."""
+    if "ranker" not in ctx.trained:
+        knowledge = evidence_for(ctx.public, None, ctx.profiles)
+        ctx.trained["ranker"] = (DiagnosisScorer(ctx.public.hpo.size), EvidenceTensors.of(knowledge, ctx.public.terms), knowledge)
+    model, tables, knowledge = ctx.trained["ranker"]
+    likelihood = score(model, tables, ctx.features(knowledge, patients, leave_out=False)).numpy()
+    return likelihood, ctx.public.similarity(list(patients.terms))
+
+
+def _blend_on_validation(ctx: Context, site: str, patients: Patients, federated: np.ndarray):
+    """(the blend's cross-fitted validation hits, the blend fitted on all of the site's validation patients)."""
+    scores = (federated, *_ranker_scores(ctx, patients))
+    goal = lambda s, labels: objective(_hits(s, labels, ctx.public))  # noqa: E731
+    if not len(patients):
+        return _hits(federated, patients.labels, ctx.public), blend.Blend((0.0, 0.0))
+    scored = blend.cross_fitted(scores, patients.labels, goal, seed=ctx.seed)
+    return _hits(scored, patients.labels, ctx.public), blend.fit(scores, patients.labels, goal)
 
 
 def _pooled(ctx: Context, per_site, shared):
