@@ -43,7 +43,7 @@ def test_small_store_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
     result = diagnose(
         "data=phenopackets_variants", f"data.root={store}", "data.num_sites=2", "data.min_cases=6", "data.min_publications=3",
-        "training.rounds=2", "bootstrap.resamples=50", f"hydra.run.dir={run_dir}",
+        "training.rounds=2", "bootstrap.resamples=50", "deployment.blend=true", f"hydra.run.dir={run_dir}",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
