@@ -25,6 +25,7 @@ TABLE_SITES = "modalities.tables.load_table_sites"
 FILE_LOADERS = ("modalities.variant_table.load_variant_table", "modalities.image_sites.load_npz_sites")
 FOLDER_LOADERS = ("modalities.image_sites.load_image_folder_sites",)
 ROOT_LOADERS = ("modalities.phenopacket_store.load_phenopacket_store",)
+EVALUATE_ON = ("test", "val")  # the split every evaluation reads (modalities/consortium.py evaluated_on)
 
 
 class ConfigError(ValueError):
@@ -177,6 +178,8 @@ def check_privacy(cfg: DictConfig, section: str = "privacy") -> None:
 def _check_data(cfg: DictConfig, paths: bool) -> None:
     data = cfg.data
     whole(cfg, "data.batch_size", 1)
+    if data.get("evaluate_on", "test") not in EVALUATE_ON:
+        raise ConfigError("data.evaluate_on", data.evaluate_on, f"must be one of {EVALUATE_ON} (val: hyper-parameter search, never test rows)")
     whole(cfg, "data.shards", 1, allow_none=True)
     loader = data.get("loader") or SITE_FOLDERS
     entries = _declared_sites(data)

@@ -60,12 +60,29 @@ def load_consortium(cfg: DictConfig, seed: int) -> Consortium:
     loader = get_method(cfg.get("loader") or "modalities.consortium.load_site_folders")
     entries = site_entries(cfg) if cfg.get("shards") else []
     if not any(SHARD in e for e in entries):
-        return loader(cfg, seed)
+        return evaluated_on(loader(cfg, seed), cfg.get("evaluate_on", "test"))
     parents = {**OmegaConf.to_container(cfg, resolve=True), "sites": parent_entries(entries), "shards": None}
     consortium = loader(OmegaConf.create(parents), seed)
     min_count = int(cfg.get("quality", {}).get("min_count", DEFAULT_MIN_COUNT))
     consortium.sites, consortium.quality = cut_shards(consortium.sites, entries, consortium.label_space.labels, seed, min_count,
                                                       consortium.quality)
+    return evaluated_on(consortium, cfg.get("evaluate_on", "test"))
+
+
+def evaluated_on(consortium: Consortium, split: str) -> Consortium:
+    """`data.evaluate_on=val` (hyper-parameter search): every evaluation sees each site's validation split, never its test split.
+
+    Test rows are then not evaluated at all, whatever reads the test split (the summary,
+    baselines, adaptation). A site with no validation rows cannot be searched on.
+    """
+    if split == "test":
+        return consortium
+    empty = [site.name for site in consortium.sites if not len(site.splits["val"])]
+    if empty:
+        raise ValueError(f"data.evaluate_on=val: site(s) {empty} have no validation rows (carve them: data.split.val_fraction "
+                         "for tables, split_fractions for site folders)")
+    for site in consortium.sites:
+        site.splits = {**site.splits, "test": site.splits["val"]}
     return consortium
 
 
