@@ -11,7 +11,8 @@ Exit status of every script in scripts/:
   does not exist or is not the folder or regular file the setting expects; a malformed or
   missing argument, as argparse and the governance scripts' key=value parser report it; an
   override or config Hydra cannot compose: an unknown group option, key or malformed override,
-  named with the options Hydra lists, see `one_line_compose_errors`).
+  named with the options Hydra lists, see `one_line_compose_errors`; a search the sweeper refuses
+  before any trial: a space key the config lacks, an objective metric the run does not report).
   (scripts/diagnose.py's own setting checks, in federation/diagnosis, raise ValueError: status 1.)
 
 An unexpected error (a bug) keeps Python's traceback, with status 1. `HYDRA_FULL_ERROR=1`
@@ -167,6 +168,8 @@ def _compose_in_one_line(call: Callable[..., Any], *args, **kwargs) -> Any:
             raise
         print(f"error: {compose_line(error)}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
+    except ConfigError as error:  # a sweeper's own check (a search space, its objective) before any job ran
+        sys.exit(report(error))
 
 
 def compose_line(error: Exception) -> str:

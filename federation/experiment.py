@@ -36,6 +36,7 @@ from federation.report import APPROACHES, build_summary, combine_seeds, markdown
 from federation.settings import ConfigError, check_training_config
 from federation.site import Site
 from federation.state import get_state, set_state, trainable_keys
+from federation.sweeps.objective import check_objective
 from federation.tracking import Tracker, track
 from federation.training_env import evaluation_device, local_limits, quiet_lightning, use_threads
 from federation.validation import UpdateValidator
@@ -62,6 +63,8 @@ def baseline_limits(cfg: DictConfig) -> dict:
 def run_experiment(cfg: DictConfig, out_dir: Path) -> dict:
     """One run, or one per training seed in `cfg.seeds` (same data, mean and sd over seeds in the summary)."""
     check_training_config(cfg)  # every bound, name and path, before any data is read or file written
+    if cfg.get("search"):
+        check_objective(cfg)  # a search trial's metric and approach are ones this run reports
     with track(cfg, out_dir) as tracker:  # MLflow (conf/tracking/): params, each round, the summary, the run folder
         return _run_tracked(cfg, out_dir, tracker)
 

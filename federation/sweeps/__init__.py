@@ -1,0 +1,1 @@
+"""Sweeps and searches: the search space, the objective a trial returns, the study loop, and the sweep report."""
