@@ -73,3 +73,40 @@ def test_launcher_configs_compose_with_the_main_config(launcher, target):
 
     assert cfg.hydra.launcher._target_ == target
     assert cfg.federation.rounds == 2  # the job's own config is untouched
+
+
+def _job_with_sites(sweep, number: int, overrides: list[str], per_site: dict[str, float]):
+    _job(sweep, number, overrides, {"federated": {"accuracy": sum(per_site.values()) / len(per_site)}})
+    path = sweep / str(number) / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["sites"] = {site: {"federated": {"accuracy": value}} for site, value in per_site.items()}
+    path.write_text(json.dumps(summary))
+
+
+def test_the_report_plots_each_swept_setting_and_the_best_jobs_per_site(tmp_path):
+    _job_with_sites(tmp_path, 0, ["model/fusion=mean", "federation.local_epochs=1"], {"a": 0.5, "b": 0.25})
+    _job_with_sites(tmp_path, 1, ["model/fusion=gated", "federation.local_epochs=2"], {"a": 0.75, "b": 0.5})
+    _job(tmp_path, 2, ["model/fusion=attention", "federation.local_epochs=3"], None)  # failed: no point, no bar
+
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], check=True, capture_output=True, text=True)
+
+    report = (tmp_path / "report" / "sweep.md").read_text()
+    assert "![Each swept hyper-parameter against the objective](params.png)" in report
+    assert "![Per site, the best jobs](sites.png)" in report
+    assert (tmp_path / "report" / "params.png").stat().st_size > 0 and (tmp_path / "report" / "sites.png").stat().st_size > 0
+    assert "history.png" not in report  # not a search: no study
+    assert done.stdout == collect_sweep.sweep_table(tmp_path)  # stdout is still the table alone
+
+
+def test_what_cannot_be_plotted_is_said_in_the_report_and_the_table_is_still_written(sweep):
+    collect_sweep.main([str(sweep)])  # the fixture's summaries have no per-site figures
+
+    report = (sweep / "report" / "sweep.md").read_text()
+    assert "Per site, the best jobs: not drawn (no job reports per-site federated accuracy)." in report
+    assert "| 10 | model/fusion=gated | done | 0.500 | 0.750 |" in report
+
+
+def test_no_plots_writes_the_table_only(sweep):
+    assert collect_sweep.main([str(sweep), "--no-plots"]) == 0
+
+    assert not (sweep / "report").exists()
