@@ -37,10 +37,11 @@ class Target:
     approach: str
     metric: str
     maximize: bool = True
+    data: str = ""  # "validation" for a search's trials
 
     @property
     def label(self) -> str:
-        return f"{self.approach} {self.metric} ({self.block.replace('_', ' ')})"
+        return f"{self.approach} {self.metric} ({self.block.replace('_', ' ')}{', ' + self.data if self.data else ''})"
 
 
 def swept_values(jobs: Sequence[Job]) -> dict[str, list[str | None]]:
@@ -124,6 +125,10 @@ def plot_study(storage: str, study_name: str, target_name: str, out_dir: Path) -
             except (ValueError, RuntimeError) as error:  # e.g. no parameter varies
                 drawn[name] = f"not drawn: {' '.join(str(error).splitlines())[:200]}"
                 continue
+        ax.figure.set_size_inches(7.0, 4.0)
+        ax.set_ylabel(ax.get_ylabel(), fontsize=8)
+        if ax.get_legend() is not None:
+            ax.legend(loc="best", fontsize=8)  # Optuna puts it outside the axes, which squeezes them
         _save(ax.figure, out_dir / name)
         drawn[name] = None
     return drawn

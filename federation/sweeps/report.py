@@ -18,7 +18,8 @@ def report_target(sweep_dir: Path, block: str | None, approach: str, metrics: li
     results = search_results(sweep_dir)
     if results and not metrics:
         objective = results["objective"]
-        return Target(block or "mean_over_sites", objective["approach"], objective["metric"], objective["directions"][0] == "maximize")
+        return Target(block or "mean_over_sites", objective["approach"], objective["metric"], objective["directions"][0] == "maximize",
+                      objective.get("data", ""))
     block = block or "overall"
     if metrics:
         return Target(block, approach, metrics[0])
