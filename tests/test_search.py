@@ -21,7 +21,7 @@ from federation.sweeps.search import best_trial
 from federation.sweeps.space import distribution, search_space
 from modalities.consortium import load_consortium
 
-SHIPPED = [("heart", ["experiment=heart_flamby"]), ("phenopackets_dx", ["experiment=phenopackets_dx"]), ("default", [])]
+SHIPPED = [("heart", ["experiment=heart_flamby"]), ("heart_cv", ["experiment=heart_flamby"]), ("phenopackets_dx", ["experiment=phenopackets_dx"]), ("default", [])]
 
 
 def _compose(overrides: list[str]):
@@ -196,3 +196,43 @@ def _mean_val(sweep, number: int) -> float:
     import json
 
     return json.loads((sweep / str(number) / "summary.json").read_text())["mean_over_sites"]["federated"]["accuracy"]
+
+
+def _fake_launch(calls: list):
+    """A launcher stand-in: records each job's overrides; a job's value is its local_steps / 100, per fold k: + k / 100."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    def launch(job_overrides, first_job):
+        calls.append(job_overrides)
+        returns = []
+        for overrides in job_overrides:
+            settings = dict(o.split("=", 1) for o in overrides)
+            value = int(settings.get("federation.local_steps", 0)) / 100 + int(settings.get("data.split.val_fold", 0)) / 100
+            failed = settings.get("federation.local_steps") == "50"
+            returns.append(JobReturn(overrides=overrides, status=JobStatus.FAILED if failed else JobStatus.COMPLETED,
+                                     _return_value=RuntimeError("diverged") if failed else (value, value - 0.5)))
+        return returns
+
+    return launch
+
+
+def test_a_trial_with_folds_is_one_job_per_fold_scored_by_their_mean_and_a_failed_job_fails_its_trial(tmp_path):
+    from federation.sweeps.search import Search, SearchSettings
+
+    cfg = _compose(["experiment=heart_flamby", "hparams_search=heart", f"hydra.sweep.dir={tmp_path}"])
+    settings = SearchSettings(sampler=optuna.samplers.RandomSampler(seed=0), n_trials=3, params={"federation.local_steps": "choice(25, 50, 100)"},
+                              enqueue=[{"federation.local_steps": n} for n in (25, 50, 100)],  # every choice once, in this order
+                              folds=["data.split.val_fold=0", "data.split.val_fold=2"], test_overrides=["data.evaluate_on=test"])
+    calls = []
+
+    results = Search(settings, cfg, _fake_launch(calls), []).run()
+
+    trial_jobs, [test_job] = [job for batch in calls[:-1] for job in batch], calls[-1]
+    assert len(trial_jobs) == 6 and all(any(o.startswith("data.split.val_fold=") for o in job) for job in trial_jobs)
+    assert not any("data.evaluate_on=test" in job for job in trial_jobs)
+    assert results["trials"] == {"complete": 2, "fail": 1}  # local_steps 50 failed in one fold
+    assert results["best"]["params"] == {"federation.local_steps": 100}
+    assert results["best"]["validation"] == pytest.approx({"mean": 1.01, "worst": 0.51})  # folds 0 and 2: 1.00 and 1.02
+    assert "federation.local_steps=100" in test_job and "data.evaluate_on=test" in test_job
+    assert not any(o.startswith("data.split.val_fold=") for o in test_job)
+    assert (tmp_path / "optimization_results.yaml").exists()

@@ -6,6 +6,8 @@ objective's metric before any trial trains (federation/sweeps/space.py, objectiv
 the study is done, the best trial (highest mean over sites; ties: the better worst site) is
 run once more with `test_overrides` (`data.evaluate_on=test`, and e.g. more seeds) in the job
 folder `test_of_best/`; its test figures are reported beside, never fed back to the study.
+With `folds` (e.g. `data.split.val_fold=0` ... `=4`) a trial is one job per fold and its
+values are the folds' means: a validation figure over every training row, not one small draw.
 
 The study is stored in the sweep folder (`optuna.db`, SQLite) with the results
 (`optimization_results.yaml`), so scripts/collect_sweep.py can plot its history and the
@@ -48,6 +50,7 @@ class SearchSettings:
     params: Mapping[str, str] | None = None
     enqueue: list[Mapping] = field(default_factory=list)
     test_overrides: list[str] = field(default_factory=lambda: ["data.evaluate_on=test"])
+    folds: list[str] = field(default_factory=list)  # one job per entry a trial (e.g. data.split.val_fold=k); values: their means
 
 
 class Search:
@@ -65,7 +68,7 @@ class Search:
         if len(self.directions) > 1 and type(settings.sampler).__name__ in SINGLE_OBJECTIVE:
             log.warning("%s optimises one objective: the mean over sites; the worst site is kept beside each trial", type(settings.sampler).__name__)
             self.directions = self.directions[:1]
-        self.jobs = 0
+        self.jobs = self.trials = 0
 
     def run(self) -> dict:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -73,8 +76,8 @@ class Search:
                                     directions=self.directions, load_if_exists=True)
         for params in self.settings.enqueue:
             study.enqueue_trial(dict(params))
-        while self.jobs < self.settings.n_trials:
-            self._batch(study, min(self.settings.n_jobs, self.settings.n_trials - self.jobs))
+        while self.trials < self.settings.n_trials:
+            self._batch(study, min(self.settings.n_jobs, self.settings.n_trials - self.trials))
         best = best_trial(study, self.directions)
         results = self._results(study, best, self._test(best))
         (self.sweep_dir / RESULTS).write_text(yaml.safe_dump(results, sort_keys=False))
@@ -82,17 +85,21 @@ class Search:
         return results
 
     def _batch(self, study: optuna.Study, size: int) -> None:
+        """`size` trials, each launched once per fold (all in one launch, so a parallel launcher runs them together)."""
         trials = [study.ask(self.space.distributions) for _ in range(size)]
-        returns = self.launch([self.space.overrides(t.params) for t in trials], self.jobs)
-        self.jobs += len(trials)
-        for trial, ret in zip(trials, returns):
-            values = _values(ret)
-            if values is None or any(math.isnan(v) for v in values):
+        folds = [[fold] for fold in self.settings.folds] or [[]]
+        returns = self.launch([self.space.overrides(t.params) + fold for t in trials for fold in folds], self.jobs)
+        first_job, self.jobs, self.trials = self.jobs, self.jobs + len(returns), self.trials + size
+        for i, trial in enumerate(trials):
+            per_fold = [_values(ret) for ret in returns[i * len(folds):(i + 1) * len(folds)]]
+            if any(v is None or any(math.isnan(x) for x in v) for v in per_fold):
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
-            trial.set_user_attr("values", list(values))
-            trial.set_user_attr("job", str(ret.hydra_cfg.hydra.job.num) if ret.hydra_cfg else "")
-            study.tell(trial, list(values[: len(self.directions)]))
+            values = [sum(column) / len(column) for column in zip(*per_fold)]  # each aggregate, mean over the folds
+            jobs = [str(first_job + i * len(folds) + f) for f in range(len(folds))]
+            trial.set_user_attr("values", values)
+            trial.set_user_attr("job", ",".join(jobs))
+            study.tell(trial, values[: len(self.directions)])
 
     def _test(self, best: optuna.trial.FrozenTrial) -> dict:
         """The best trial's setting, run once on test data with the test overrides."""

@@ -15,13 +15,14 @@ from federation.sweeps.search import Search, SearchSettings
 class OptunaSweeper(Sweeper):
     def __init__(self, sampler: Any, n_trials: int = 20, n_jobs: int = 1, study_name: str = "search", storage: str | None = None,
                  direction: Any = None, params: Mapping | None = None, enqueue: Sequence | None = None,
-                 test_overrides: Sequence[str] | None = None) -> None:
+                 test_overrides: Sequence[str] | None = None, folds: Sequence[str] | None = None) -> None:
         plain = lambda node: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
         direction = plain(direction)
         self.settings = SearchSettings(
             sampler=sampler, n_trials=int(n_trials), n_jobs=int(n_jobs), study_name=study_name, storage=storage,
             direction=[direction] if isinstance(direction, str) else direction, params=plain(params),
             enqueue=list(plain(enqueue) or []), test_overrides=list(plain(test_overrides) or ["data.evaluate_on=test"]),
+            folds=[str(f) for f in plain(folds) or []],
         )
         self.config: DictConfig | None = None
 
