@@ -117,7 +117,7 @@ class Search:
             "study": self.settings.study_name,
             "sampler": type(self.settings.sampler).__name__,
             "objective": {"metric": objective.metric, "approach": objective.approach, "aggregates": list(objective.aggregates),
-                          "over": "sites", "data": "validation", "directions": self.directions},
+                          "over": "sites", "data": "validation", "directions": self.directions, "folds": self.settings.folds},
             "trials": {state: states.count(state) for state in sorted(set(states))},
             "fixed": self.space.fixed,
             "best": {"trial": best.number, "job": best.user_attrs.get("job"), "params": dict(best.params),

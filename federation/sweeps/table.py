@@ -94,7 +94,8 @@ def search_section(results: dict) -> str:
     params = " ".join(f"{k}={_short(v)}" for k, v in best["params"].items())
     return "\n".join([
         f"Search ({results['sampler']}, trials: {results['trials']}): objective {objective['approach']} {objective['metric']} on "
-        f"validation data over sites ({', '.join(objective['aggregates'])}).",
+        f"validation data over sites ({', '.join(objective['aggregates'])})"
+        + (f", each trial the mean of {len(objective['folds'])} validation folds." if objective.get("folds") else "."),
         "",
         f"- best trial {best['trial']} (job {best['job']}): `{params}`",
         f"- validation: {fmt(best['validation'])}",
