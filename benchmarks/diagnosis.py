@@ -29,8 +29,8 @@ def run_setting(setting: str, root: str, seeds: list[int], evaluate_on: str, ext
     import torch
     from hydra import compose, initialize_config_dir
 
-    from federation.diagnosis.experiment import check_settings, run_seed
-    from federation.diagnosis.report import build_summary
+    from federation.tasks.diagnosis.experiment import check_settings, run_seed
+    from federation.tasks.diagnosis.report import build_summary
 
     torch.set_num_threads(1)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
@@ -55,8 +55,8 @@ def main() -> None:
         sys.exit(f"error: {args.root}: --root is not a folder of phenopackets")
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"diagnosis{'_val' if args.evaluate_on == 'val' else ''}.md"
 
-    from federation.diagnosis.report import markdown, worse_sites
     from federation.outputs import write_text
+    from federation.tasks.diagnosis.report import markdown, worse_sites
 
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(run_setting, s, args.root, args.seeds, args.evaluate_on, args.overrides) for s in args.settings]

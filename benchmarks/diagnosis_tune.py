@@ -32,7 +32,7 @@ def search(name: str, setting, spec, root: str) -> list[str]:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from federation.diagnosis.experiment import check_settings, load_cohort, public_knowledge, run_seed, settings_from
+    from federation.tasks.diagnosis.experiment import check_settings, load_cohort, public_knowledge, run_seed, settings_from
 
     torch.set_num_threads(1)
     overrides = [f"data={setting.data}", f"data.root={root}", "data.evaluate_on=val"]

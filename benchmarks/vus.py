@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from federation.experiment import run_experiment  # noqa: E402
-from federation.vus_report import vus_table  # noqa: E402
+from federation.tasks.vus.report import vus_table  # noqa: E402
 
 
 def main(overrides: list[str]) -> Path:

@@ -13,7 +13,7 @@ Exit status of every script in scripts/:
   override or config Hydra cannot compose: an unknown group option, key or malformed override,
   named with the options Hydra lists, see `one_line_compose_errors`; a search the sweeper refuses
   before any trial: a space key the config lacks, an objective metric the run does not report).
-  (scripts/diagnose.py's own setting checks, in federation/diagnosis, raise ValueError: status 1.)
+  (scripts/diagnose.py's own setting checks, in federation/tasks/diagnosis, raise ValueError: status 1.)
 
 An unexpected error (a bug) keeps Python's traceback, with status 1. `HYDRA_FULL_ERROR=1`
 (or `RAREFED_FULL_ERROR=1`) shows the traceback of an expected error too.

@@ -37,10 +37,10 @@ from federation.settings import ConfigError, check_training_config
 from federation.site import Site
 from federation.state import get_state, set_state, trainable_keys
 from federation.sweeps.objective import check_objective
+from federation.tasks.vus.evaluation import VusEvaluation
 from federation.tracking import Tracker, track
 from federation.training_env import evaluation_device, local_limits, quiet_lightning, use_threads
 from federation.validation import UpdateValidator
-from federation.vus_evaluation import VusEvaluation
 from modalities.consortium import Consortium, load_consortium
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def _run_tracked(cfg: DictConfig, out_dir: Path, tracker: Tracker) -> dict:
         summary["deployed_vs_local"] = compare([r.predictions for r in runs], AdaptationSettings.from_cfg(cfg.adaptation).bootstrap_resamples, seeds[0])
     table = markdown_table(summary, cfg.get("report", {}).get("table_metrics"), reference=cfg.get("report", {}).get("reference"))
     table += deployment_table(summary)
-    # Variant scoring (experiment=vus): held-out genes vs single in-silico scores, calibration (federation/vus_evaluation.py).
+    # Variant scoring (experiment=vus): held-out genes vs single in-silico scores, calibration (federation/tasks/vus/evaluation.py).
     vus = VusEvaluation(cfg, consortium, runs) if cfg.get("vus_evaluation") else None
     summary, table = (vus.add_to(summary), table + "\n" + vus.table()) if vus else (summary, table)
     last = runs[-1]

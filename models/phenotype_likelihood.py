@@ -9,7 +9,7 @@ For a disease d and a term t:
 - ``F[d, t]``: the probability that a patient with d shows t or a more specific term:
   the highest frequency among d's annotations at t or below it (an annotation implies
   every ancestor). Built from phenotype.hpoa (`annotation_frequencies`), and where
-  the consortium has cases, blended with their counts (federation/diagnosis/).
+  the consortium has cases, blended with their counts (federation/tasks/diagnosis/).
 - ``bg(t)``: the same probability for a patient with a random annotated disease, the
   mean of ``F[:, t]`` over annotated diseases (smoothed).
 

@@ -15,11 +15,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from federation.diagnosis.artefacts import save_run_model
-from federation.diagnosis.experiment import check_settings, run_seed
-from federation.diagnosis.report import build_summary, markdown
 from federation.entrypoint import hydra_task
 from federation.outputs import write_json, write_text
+from federation.tasks.diagnosis.artefacts import save_run_model
+from federation.tasks.diagnosis.experiment import check_settings, run_seed
+from federation.tasks.diagnosis.report import build_summary, markdown
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:

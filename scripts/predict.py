@@ -20,11 +20,11 @@ import logging
 import sys
 import warnings
 
-from federation.diagnosis.artefacts import is_diagnosis_run
-from federation.diagnosis.predict import diagnose_patient, format_differential
 from federation.entrypoint import script
 from federation.predict import format_prediction, predict_patient, write_prediction
 from federation.settings import ConfigError, existing
+from federation.tasks.diagnosis.artefacts import is_diagnosis_run
+from federation.tasks.diagnosis.predict import diagnose_patient, format_differential
 
 FILES = (("variants", "--vcf"), ("notes", "--note"), ("imaging", "--image"), ("labs", "--labs"))
 

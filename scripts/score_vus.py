@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from federation.entrypoint import hydra_task
-from federation.vus_scoring import score_file, write_scored
+from federation.tasks.vus.scoring import score_file, write_scored
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="score_vus")

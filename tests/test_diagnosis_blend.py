@@ -1,11 +1,11 @@
-"""A site's blend of the federated scorer with the training-free rankers (federation/diagnosis/blend.py)."""
+"""A site's blend of the federated scorer with the training-free rankers (federation/tasks/diagnosis/blend.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from federation.diagnosis import blend
-from federation.diagnosis.deployment import BLEND, choose_sites
+from federation.tasks.diagnosis import blend
+from federation.tasks.diagnosis.deployment import BLEND, choose_sites
 
 
 def top1(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -1,5 +1,5 @@
 """Likelihood-ratio evidence: phenotype (models/phenotype_likelihood.py), genotype
-(models/genotype_likelihood.py), and the ranking metrics (federation/diagnosis/metrics.py)."""
+(models/genotype_likelihood.py), and the ranking metrics (federation/tasks/diagnosis/metrics.py)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from federation.diagnosis.metrics import paired_bootstrap, patient_hits, ranks
+from federation.tasks.diagnosis.metrics import paired_bootstrap, patient_hits, ranks
 from models.genotype_likelihood import GenotypeSettings, annotated_disease_genes, genotype_log_ratios, recessive_only, row_pathogenicity
 from models.knowledge import load_annotations
 from models.phenotype_likelihood import (

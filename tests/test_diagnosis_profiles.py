@@ -1,5 +1,5 @@
-"""Case profiles the sites share (federation/diagnosis/case_profiles.py) and the FedAvg-trained
-diagnosis scorer (federation/diagnosis/scorer.py)."""
+"""Case profiles the sites share (federation/tasks/diagnosis/case_profiles.py) and the FedAvg-trained
+diagnosis scorer (federation/tasks/diagnosis/scorer.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import sparse
 
-from federation.diagnosis.case_profiles import (
+from federation.tasks.diagnosis.case_profiles import (
     CaseCounts,
     blended_frequencies,
     case_closures,
@@ -18,9 +18,9 @@ from federation.diagnosis.case_profiles import (
     share,
     site_view,
 )
-from federation.diagnosis.cohort import Patients
-from federation.diagnosis.evidence import Features, standardised_similarity
-from federation.diagnosis.scorer import (
+from federation.tasks.diagnosis.cohort import Patients
+from federation.tasks.diagnosis.evidence import Features, standardised_similarity
+from federation.tasks.diagnosis.scorer import (
     DiagnosisScorer,
     EvidenceTensors,
     TrainSettings,
@@ -543,7 +543,7 @@ def _val_hits(top1: list[float]) -> dict[str, np.ndarray]:
 
 
 def test_each_site_deploys_the_scorer_its_validation_patients_favour_and_ties_keep_the_federated_one():
-    from federation.diagnosis.deployment import choose_sites
+    from federation.tasks.diagnosis.deployment import choose_sites
 
     val_hits = {
         "federated": {"a": _val_hits([1] * 6 + [0] * 6), "b": _val_hits([1] * 10 + [0] * 2), "c": _val_hits([1] * 3)},

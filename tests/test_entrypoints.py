@@ -28,7 +28,7 @@ from federation.governance.registry import Registry
 from federation.predict import load_run, patient_inputs
 from federation.privacy.hooks import KINDS
 from federation.settings import PRIVACY_KINDS, ConfigError, check_training_config
-from federation.vus_scoring import score_file, write_scored
+from federation.tasks.vus.scoring import score_file, write_scored
 from modalities.base import DataError
 from modalities.labs import LabReader
 from modalities.phenopacket_io import read_phenopacket

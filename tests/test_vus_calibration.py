@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from federation.vus_calibration import (
+from federation.tasks.vus.calibration import (
     Calibrator,
     VariantCalibration,
     odds,
     posterior_from_lr,
 )
-from federation.vus_evidence import evidence_levels, posterior_threshold, thresholds
+from federation.tasks.vus.evidence import evidence_levels, posterior_threshold, thresholds
 
 
 def simulated(n: int = 4000, a: float = 2.0, b: float = 0.5, seed: int = 0):

@@ -14,7 +14,7 @@ from support import ROOT, compose_config
 from test_variant_table import RENAME, variant_cfg, write_variant_table
 
 from federation.experiment import run_experiment
-from federation.vus_scoring import score_file, write_scored
+from federation.tasks.vus.scoring import score_file, write_scored
 from modalities.base import DataError
 from modalities.consortium import load_consortium
 
@@ -163,10 +163,10 @@ def test_a_gzipped_vcf_is_read_and_annotated(trained, tmp_path):
 
 
 def test_the_variant_model_scores_diagnosis_candidates(trained):
-    """federation/diagnosis/variant_model.py: a trained variant run gives each candidate row its pathogenicity."""
+    """federation/tasks/diagnosis/variant_model.py: a trained variant run gives each candidate row its pathogenicity."""
     from collections import Counter
 
-    from federation.diagnosis.variant_model import VariantModelPathogenicity
+    from federation.tasks.diagnosis.variant_model import VariantModelPathogenicity
     from models.genotype_likelihood import GenotypeSettings
 
     _, _, run, _ = trained

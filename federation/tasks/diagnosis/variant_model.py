@@ -1,7 +1,7 @@
 """Pathogenicity of candidate variants from the project's own variant model (an `experiment=vus` run).
 
 The variant model was trained by the labs on ClinVar-labelled variants and calibrated
-on held-out genes (federation/vus_scoring.py); its posterior at its configured prior
+on held-out genes (federation/tasks/vus/scoring.py); its posterior at its configured prior
 replaces the mean of in-silico scores in the genotype likelihood ratio. A candidate
 row offers what the diagnosis reader keeps: allele frequency (as MAF) and the
 configured scores (e.g. CADD, REVEL) under the same names as the model's features;
@@ -24,7 +24,7 @@ FREQUENCY_FEATURES = ("MAF", "AF")
 
 class VariantModelPathogenicity:
     def __init__(self, run_dir: str | Path):
-        from federation.vus_scoring import VariantRun
+        from federation.tasks.vus.scoring import VariantRun
 
         self.run_dir = Path(run_dir)
         self.run = VariantRun.load(self.run_dir)

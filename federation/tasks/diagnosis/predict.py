@@ -15,11 +15,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from federation.diagnosis.artefacts import load_run_model
-from federation.diagnosis.cohort import Patients
-from federation.diagnosis.evidence import PublicKnowledge, evidence_for, features_for
-from federation.diagnosis.experiment import settings_from, variant_model
-from federation.diagnosis.scorer import DiagnosisScorer, EvidenceTensors, score
+from federation.tasks.diagnosis.artefacts import load_run_model
+from federation.tasks.diagnosis.cohort import Patients
+from federation.tasks.diagnosis.evidence import PublicKnowledge, evidence_for, features_for
+from federation.tasks.diagnosis.experiment import settings_from, variant_model
+from federation.tasks.diagnosis.scorer import DiagnosisScorer, EvidenceTensors, score
 from modalities.base import DataError
 from modalities.phenopacket_io import read_phenopacket
 from models.genotype_likelihood import row_pathogenicity

@@ -24,14 +24,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from federation.diagnosis import blend
-from federation.diagnosis.case_profiles import CaseCounts, count_cases, gene_indicator, share, site_view
-from federation.diagnosis.cohort import Cohort, Patients, cohort_from
-from federation.diagnosis.deployment import BLEND, CANDIDATES, choose_sites, objective
-from federation.diagnosis.evidence import Evidence, ProfileSettings, PublicKnowledge, evidence_for, features_for
-from federation.diagnosis.metrics import patient_hits, ranks
-from federation.diagnosis.scorer import DiagnosisScorer, EvidenceTensors, TrainSettings, score, train_alone, train_federated
 from federation.settings import ConfigError
+from federation.tasks.diagnosis import blend
+from federation.tasks.diagnosis.case_profiles import CaseCounts, count_cases, gene_indicator, share, site_view
+from federation.tasks.diagnosis.cohort import Cohort, Patients, cohort_from
+from federation.tasks.diagnosis.deployment import BLEND, CANDIDATES, choose_sites, objective
+from federation.tasks.diagnosis.evidence import Evidence, ProfileSettings, PublicKnowledge, evidence_for, features_for
+from federation.tasks.diagnosis.metrics import patient_hits, ranks
+from federation.tasks.diagnosis.scorer import DiagnosisScorer, EvidenceTensors, TrainSettings, score, train_alone, train_federated
 from modalities.consortium import load_consortium
 from modalities.phenotypes import pad_sequences
 from models.genotype_likelihood import GenotypeSettings
@@ -149,7 +149,7 @@ def variant_model(cfg: DictConfig):
     """The pathogenicity of candidate rows: the project's variant model when `variant_model` names a run, else in-silico scores."""
     if not cfg.get("variant_model"):
         return None
-    from federation.diagnosis.variant_model import VariantModelPathogenicity
+    from federation.tasks.diagnosis.variant_model import VariantModelPathogenicity
 
     return VariantModelPathogenicity(cfg.variant_model)
 

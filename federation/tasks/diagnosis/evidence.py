@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from federation.diagnosis.case_profiles import CaseCounts, blended_frequencies, case_closures, gene_indicator, leave_one_out
-from federation.diagnosis.cohort import Patients
+from federation.tasks.diagnosis.case_profiles import CaseCounts, blended_frequencies, case_closures, gene_indicator, leave_one_out
+from federation.tasks.diagnosis.cohort import Patients
 from modalities.hpo import load_hpo_index
 from modalities.phenotypes import pad_sequences
 from models.genotype_likelihood import GenotypeSettings, annotated_disease_genes, genotype_log_ratios, recessive_only

@@ -7,7 +7,7 @@ with config.yaml), the feature encoding fitted on the labs' training rows
 a table (modalities/variant_table.py), encoded exactly as the training rows
 were, and reported as a posterior probability at the configured prior with its
 bootstrap interval, a likelihood ratio, and an evidence level
-(federation/vus_evidence.py).
+(federation/tasks/vus/evidence.py).
 
 Two rules keep a score honest about what the model learnt. A missing value can
 be filled where the training table had a value meaning the same (`fill_missing`:
@@ -29,15 +29,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from federation.predict import load_run
 from federation.settings import existing
-from federation.vus_calibration import VariantCalibration
-from federation.vus_evaluation import log_odds
-from federation.vus_evidence import (
+from federation.tasks.vus.calibration import VariantCalibration
+from federation.tasks.vus.evaluation import log_odds
+from federation.tasks.vus.evidence import (
     UNCERTAIN,
     evidence_config,
     evidence_levels,
     thresholds,
 )
-from federation.vus_output import annotate_vcf, new_vcf, ordered_columns, write_tsv
+from federation.tasks.vus.output import annotate_vcf, new_vcf, ordered_columns, write_tsv
 from modalities.base import DataError
 from modalities.variant_features import VariantEncoding, check_and_transform
 from modalities.variant_table import LOCUS_ROLES, read_variant_table

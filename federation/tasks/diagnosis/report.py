@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from federation.diagnosis.experiment import APPROACHES, SeedResult
-from federation.diagnosis.metrics import COMPARED, METRICS, paired_bootstrap, summarise
+from federation.tasks.diagnosis.experiment import APPROACHES, SeedResult
+from federation.tasks.diagnosis.metrics import COMPARED, METRICS, paired_bootstrap, summarise
 
 RANKERS = ("likelihood", "resnik")
 NAMES = {

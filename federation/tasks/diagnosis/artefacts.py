@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from federation.diagnosis.case_profiles import CaseCounts
 from federation.outputs import model_metadata, read_model, write_atomic, write_model
+from federation.tasks.diagnosis.case_profiles import CaseCounts
 from modalities.base import DataError
 
 TASK = "open_diagnosis"

@@ -37,9 +37,9 @@ from torchmetrics.functional.classification import binary_calibration_error
 
 from federation.evaluation import predict
 from federation.outputs import write_atomic, write_text
-from federation.vus_calibration import VariantCalibration
-from federation.vus_evidence import evidence_config, evidence_levels, thresholds
-from federation.vus_report import reliability_plot, vus_table
+from federation.tasks.vus.calibration import VariantCalibration
+from federation.tasks.vus.evidence import evidence_config, evidence_levels, thresholds
+from federation.tasks.vus.report import reliability_plot, vus_table
 from modalities.consortium import Consortium
 from modalities.dataset import collate_batch
 from models.builder import build_model

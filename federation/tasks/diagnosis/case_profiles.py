@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from federation.diagnosis.cohort import Patients
+from federation.tasks.diagnosis.cohort import Patients
 from modalities.hpo import HpoIndex, load_hpo_index
 from models.phenotype_likelihood import propagate
 

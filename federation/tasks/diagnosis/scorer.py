@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from federation.aggregate import weighted_mean_per_key
-from federation.diagnosis.evidence import Evidence, Features
+from federation.tasks.diagnosis.evidence import Evidence, Features
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from federation.adaptation.selection import Choice, borrow_consortium_choice
-from federation.diagnosis.metrics import COMPARED
+from federation.tasks.diagnosis.metrics import COMPARED
 
 CANDIDATES = ("federated", "local")  # always there, in order of preference on ties
 BLEND = "federated+rankers"          # blend.py, when configured: listed last (its weights are fitted on validation)

@@ -1,0 +1,1 @@
+"""Scoring variants of unknown significance: the scores, their calibration, evidence codes, outputs and evaluation."""
