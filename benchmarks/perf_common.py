@@ -1,7 +1,7 @@
 """What the performance benchmarks share: the project's config, a federation built from it, timing, tables.
 
 The sites and the LightningModule are built from the composed Hydra config the
-way federation/experiment.py builds them, so a benchmark measures the objects a
+way federation/driver/experiment.py builds them, so a benchmark measures the objects a
 real run trains, not look-alikes.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Federation:
 
 
 def build_federation(cfg) -> Federation:
-    """The module and sites of `cfg`, built as federation.experiment._run_seed builds them (federation/build.py)."""
+    """The module and sites of `cfg`, built as federation.driver.experiment._run_seed builds them (federation/build.py)."""
     import logging
 
     from federation.build import build_module, build_sites

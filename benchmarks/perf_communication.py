@@ -15,10 +15,10 @@ from hydra.utils import instantiate
 from perf_common import DEFAULT, SMOKE, Federation, build_federation, config, markdown_table
 
 from federation.compression import CompressingSite, encode_update, make_codec, wire_bytes
+from federation.driver.report import build_summary
 from federation.engine import InProcessEngine
 from federation.evaluation import predict
 from federation.participation import Participation
-from federation.report import build_summary
 from federation.state import get_state, set_state, trainable_keys
 from federation.training_env import local_limits
 from federation.validation import UpdateValidator

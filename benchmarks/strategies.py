@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 import modalities.image_sites  # noqa: E402,F401  registers config resolvers
-from federation.experiment import run_experiment  # noqa: E402
+from federation.driver.experiment import run_experiment  # noqa: E402
 
 
 def run_row(suite, row: dict, threads: int | None = None) -> tuple[dict, float]:

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from federation.experiment import run_experiment  # noqa: E402
+from federation.driver.experiment import run_experiment  # noqa: E402
 from federation.tasks.vus.report import vus_table  # noqa: E402
 
 

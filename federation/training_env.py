@@ -1,6 +1,6 @@
 """How a process that trains sites is set up: quiet Lightning logs, torch's thread count, the evaluation device, the local budget.
 
-Shared by the in-process run (federation/experiment.py), the deployed ClientApp and
+Shared by the in-process run (federation/driver/experiment.py), the deployed ClientApp and
 ServerApp (federation/flower/), the scripts and benchmarks. It imports nothing of the
 project, so a deployed site's process, started afresh for every message, gets it
 without loading the experiment stack.

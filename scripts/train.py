@@ -14,8 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import modalities.image_sites  # noqa: F401  registers the config resolvers that read image archives' headers
+from federation.driver.experiment import run_experiment
 from federation.entrypoint import hydra_task
-from federation.experiment import run_experiment
 from federation.sweeps.objective import trial_result
 
 

@@ -266,7 +266,7 @@ def test_a_validation_split_carved_from_training_rows_is_disjoint_and_stratified
 def test_a_heart_run_records_what_every_site_deployed_in_summary_and_ledger(tmp_path):
     from support import compose_config
 
-    from federation.experiment import run_experiment
+    from federation.driver.experiment import run_experiment
 
     cfg = compose_config(["experiment=heart_flamby", "seeds=[0]", "federation.rounds=2", "federation.local_steps=20", "baselines.epochs=2",
                           "data.split.val_fraction=0.2", "progress=false", "adaptation.finetune.max_epochs=2", "adaptation.bootstrap_resamples=200"])
@@ -387,7 +387,7 @@ def test_the_deployed_alpha_reaches_the_summary_and_the_ledger(tmp_path):
     from support import compose_config
 
     from federation.adaptation.report import add_deployment
-    from federation.experiment import _record_deployments
+    from federation.driver.experiment import _record_deployments
 
     deployment, *_ = _mixture_deployment()
     alpha = deployment.record["fitted"]["mixture"]["alpha"]

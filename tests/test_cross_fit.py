@@ -104,7 +104,7 @@ def test_a_heart_config_cross_fits_with_validation_folds_of_its_training_rows():
 
 @pytest.mark.slow
 def test_a_cross_fitted_heart_run_chooses_on_every_training_patient_and_records_it(tmp_path):
-    from federation.experiment import run_experiment
+    from federation.driver.experiment import run_experiment
 
     cfg = compose_config(["experiment=heart_flamby", "seeds=[0]", "federation.rounds=2", "federation.local_steps=10", "baselines.epochs=1",
                           "adaptation.cross_fit=2", "progress=false", "adaptation.methods=[calibrate]", "adaptation.bootstrap_resamples=100"])

@@ -21,8 +21,8 @@ from support import ROOT, compose_config
 from test_registry import _history
 from test_vus_experiment import score_cfg, trained  # noqa: F401  trained: the module's small experiment=vus run
 
+from federation.driver.experiment import run_experiment
 from federation.entrypoint import EXIT_CONFIG, EXIT_INPUT, compose_line, exit_status, one_line, remove_run_folder
-from federation.experiment import run_experiment
 from federation.governance.ledger import read_ledger
 from federation.governance.registry import Registry
 from federation.predict import load_run, patient_inputs

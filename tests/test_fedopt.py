@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 from support import compose_config
 
-from federation.experiment import run_experiment
+from federation.driver.experiment import run_experiment
 from federation.strategies.fedadagrad import FedAdagrad
 from federation.strategies.fedadam import FedAdam
 from federation.strategies.fedyogi import FedYogi

@@ -5,7 +5,7 @@ import pytest
 import torch
 from support import compose_config, tiny_module, tiny_site
 
-from federation.experiment import run_experiment
+from federation.driver.experiment import run_experiment
 from federation.state import get_state, trainable_keys
 from federation.strategies.fedavg import FedAvg
 from federation.strategies.fedprox import FedProx

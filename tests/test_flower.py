@@ -783,7 +783,7 @@ for kind, instructions in ((MessageType.TRAIN, Instructions(1, "north", plan.fin
     message.metadata.__dict__["_message_id"] = kind
     reply = client_app.app(message, Context(run_id=1, node_id=0, node_config=node_config, state=RecordDict(), run_config=run_config))
     errors += [reply.error.reason] if reply.has_error() else []
-heavy = ["monai", "federation.experiment", "federation.adaptation", "federation.governance"]
+heavy = ["monai", "federation.driver.experiment", "federation.adaptation", "federation.governance"]
 print(json.dumps({"errors": errors, "importers": importers, "loaded": [m for m in heavy if m in sys.modules]}))
 """
 

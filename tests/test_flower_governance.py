@@ -53,7 +53,7 @@ def governed_overrides(root: Path) -> list[str]:
 
 
 def run_in_process(overrides: list[str], run_dir: Path) -> None:
-    """As the experiment runs a governed federation (federation/experiment.py), without baselines and reports."""
+    """As the experiment runs a governed federation (federation/driver/experiment.py), without baselines and reports."""
     cfg = compose_config("train", overrides)
     use_threads(cfg.get("torch_threads"))
     consortium = load_consortium(cfg.data, seed=cfg.seed)

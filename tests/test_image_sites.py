@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from support import compose_config
 
-from federation.experiment import run_experiment
+from federation.driver.experiment import run_experiment
 from modalities.base import DataError
 from modalities.consortium import load_site_folders
 from modalities.dataset import collate_batch

@@ -8,7 +8,7 @@ import pytest
 import torch
 from support import compose_config
 
-from federation.extra_evaluation import ranks_of
+from federation.driver.extra_evaluation import ranks_of
 from models.encoders.phenotypes import HpoSetEncoder
 from models.fusion import MaskedMeanFusion
 from models.heads import KnowledgeHead
@@ -133,7 +133,7 @@ def test_experiment_config_composes():
 
 @pytest.mark.skipif(not STORE.is_dir(), reason="no shared phenopacket store")
 def test_tiny_phenopacket_experiment_end_to_end(tmp_path):
-    from federation.experiment import run_experiment
+    from federation.driver.experiment import run_experiment
 
     for cohort in ("AK2", "DVL1", "ISCA2"):
         shutil.copytree(STORE / cohort, tmp_path / "store" / cohort)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from support import compose_config
 
-from federation.experiment import run_experiment
+from federation.driver.experiment import run_experiment
 from federation.predict import predict_patient
 from modalities.hpo import load_hpo_index
 from modalities.phenopacket_io import read_phenopacket

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from support import compose_config
 
-from federation.experiment import run_experiment
+from federation.driver.experiment import run_experiment
 from modalities.consortium import load_consortium
 from modalities.image_sites import load_image_folder_sites, load_npz_sites
 from modalities.quality import suppress_small

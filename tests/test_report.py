@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from federation.report import build_summary, combine_seeds, markdown_table
+from federation.driver.report import build_summary, combine_seeds, markdown_table
 
 
 def _predictions(correct_a: int, correct_b: int) -> dict:

@@ -4,7 +4,7 @@ import csv
 import pytest
 from support import compose_config
 
-from federation.experiment import run_experiment
+from federation.driver.experiment import run_experiment
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from support import compose_config
 
-from federation.experiment import run_experiment
+from federation.driver.experiment import run_experiment
 from modalities.base import DataError
 from modalities.tables import feature_names, load_table_sites, read_table_site
 

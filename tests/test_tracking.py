@@ -17,8 +17,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from support import ROOT, compose_config
 
+from federation.driver.experiment import run_experiment
 from federation.entrypoint import EXIT_CONFIG
-from federation.experiment import run_experiment
 from federation.round_record import ROUND_DECISIONS
 from federation.tracking import (
     PARAMS_PER_BATCH,

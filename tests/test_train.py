@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from support import compose_config
 
-from federation.experiment import run_experiment
+from federation.driver.experiment import run_experiment
 from modalities.base import DataError
 
 ROOT = Path(__file__).resolve().parents[1]

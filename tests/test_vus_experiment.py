@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from support import ROOT, compose_config
 from test_variant_table import RENAME, variant_cfg, write_variant_table
 
-from federation.experiment import run_experiment
+from federation.driver.experiment import run_experiment
 from federation.tasks.vus.scoring import score_file, write_scored
 from modalities.base import DataError
 from modalities.consortium import load_consortium

@@ -11,7 +11,7 @@ went (federation/flower/timing.py), on the site's disk only.
 
 Every message imports this module afresh (unless forked from a warm process:
 warm_exec.py), so it imports only what a site needs to train and evaluate:
-nothing of the in-process experiment stack (federation.experiment), no MONAI
+nothing of the in-process experiment stack (federation.driver.experiment), no MONAI
 unless the configured model builds an imaging encoder. Lightning is needed (Site
 trains with its Trainer) and imports torchmetrics, which imports transformers
 whenever it is installed; tests/test_flower.py checks that nothing else does.

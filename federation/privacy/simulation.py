@@ -1,6 +1,6 @@
 """The in-process engine with a privacy config applied, for scripts that need only the trained model.
 
-What federation/experiment.py does for a full run (DP-SGD sites with their budgets,
+What federation/driver/experiment.py does for a full run (DP-SGD sites with their budgets,
 site-level DP wrapping the strategy), without baselines or run outputs. Used by
 scripts/membership_inference.py and benchmarks/dp_heart.py.
 """

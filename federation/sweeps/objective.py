@@ -80,7 +80,7 @@ def check_objective(cfg: DictConfig) -> Objective:
 
 
 def produced_approaches(cfg: DictConfig) -> list[str]:
-    """The approaches this config's run reports (federation/experiment.py)."""
+    """The approaches this config's run reports (federation/driver/experiment.py)."""
     approaches = ["federated"]
     if cfg.get("personalisation", {}).get("enabled"):
         approaches.append("personalised")

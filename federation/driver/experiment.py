@@ -19,12 +19,13 @@ from federation.adaptation import cross_fit
 from federation.adaptation.deploy import AdaptationSettings, approach_order, choose_deployments, site_predictions
 from federation.adaptation.report import add_deployment, compare, deployment_table
 from federation.attacks import with_attackers
-from federation.baselines import train_local, train_pooled
 from federation.build import build_module, build_sites
 from federation.compression import with_compression
+from federation.driver.baselines import train_local, train_pooled
+from federation.driver.extra_evaluation import ExtraEvaluation
+from federation.driver.report import APPROACHES, build_summary, combine_seeds, markdown_table
 from federation.engine import InProcessEngine
 from federation.evaluation import predict
-from federation.extra_evaluation import ExtraEvaluation
 from federation.governance import finish
 from federation.governance.layout import ledger_path
 from federation.governance.ledger import DEPLOYMENT, Ledger
@@ -32,7 +33,6 @@ from federation.governance.run_hooks import governance_hooks
 from federation.outputs import write_json, write_model, write_rows, write_text
 from federation.participation import Participation
 from federation.privacy.hooks import make_sites_private, wrap_strategy
-from federation.report import APPROACHES, build_summary, combine_seeds, markdown_table
 from federation.settings import ConfigError, check_training_config
 from federation.site import Site
 from federation.state import get_state, set_state, trainable_keys
