@@ -59,8 +59,8 @@ loopback: $(STAMP)
 	$(PY) scripts/flower_loopback.py $(ARGS)
 
 test-flower: $(STAMP)
-	$(PY) -m pytest tests/test_flower.py
-	$(PY) -m pytest -m slow tests/test_flower.py tests/test_flower_deployment.py
+	$(PY) -m pytest tests/deployment/test_flower.py
+	$(PY) -m pytest -m slow tests/deployment/test_flower.py tests/deployment/test_flower_deployment.py
 
 bench-flower: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,simulation]'

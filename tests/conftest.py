@@ -12,7 +12,7 @@ from modalities.hpo import load_hpo_index
 
 # Experiment tracking off for every run of the suite, in process and in the scripts it starts (conf/tracking/mlflow.yaml
 # reads RAREFED_TRACKING): MLflow's import and a new store cost seconds a run, and would write under outputs/.
-# tests/test_tracking.py turns it on (tracking.enabled=true) where it tests it.
+# tests/driver/test_tracking.py turns it on (tracking.enabled=true) where it tests it.
 os.environ["RAREFED_TRACKING"] = "false"
 
 

@@ -14,7 +14,7 @@ warm_exec.py), so it imports only what a site needs to train and evaluate:
 nothing of the in-process experiment stack (federation.driver.experiment), no MONAI
 unless the configured model builds an imaging encoder. Lightning is needed (Site
 trains with its Trainer) and imports torchmetrics, which imports transformers
-whenever it is installed; tests/test_flower.py checks that nothing else does.
+whenever it is installed; tests/deployment/test_flower.py checks that nothing else does.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ next, as with Flower's executor); only the imports are shared, copy-on-write.
 The parent never runs torch: a fork after torch has started its thread pools is
 unsafe, a fork after importing it is not. It uses flwr internals (the executor
 interface, `run_superexec`'s executor factory, `run_clientapp`) that flwr~=1.42
-keeps; tests/test_flower_deployment.py runs a deployment through it.
+keeps; tests/deployment/test_flower_deployment.py runs a deployment through it.
 
     python -m federation.flower.warm_exec supervise --runtime-api-address 127.0.0.1:9094 -- flower-supernode ... --isolation process
 """

@@ -15,7 +15,7 @@ from modalities.phenopacket_store import (
     split_publications,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STORE = ROOT.parent / "shared" / "data" / "phenopackets"
 
 

@@ -37,7 +37,7 @@ from federation.governance.registry import Registry
 from federation.round_record import ACCEPTED, FAILED
 
 pytestmark = pytest.mark.slow
-verify_ledger = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "verify_ledger.py"))["main"]
+verify_ledger = runpy.run_path(str(Path(__file__).resolve().parents[2] / "scripts" / "verify_ledger.py"))["main"]
 HANG_S = 1800  # hang protection for one run on a loaded machine; no test relies on it
 
 

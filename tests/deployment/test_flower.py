@@ -59,7 +59,7 @@ from federation.update import ModelUpdate
 from modalities.consortium import load_consortium
 from modalities.dataset import collate_batch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SITES = ("north", "south", "east")
 COLUMNS = 14  # UCI heart disease: 13 inputs and `num`
 

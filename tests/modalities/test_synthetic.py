@@ -21,7 +21,7 @@ from modalities.synthetic import consortium as consortium_module
 from modalities.synthetic import generate_consortium
 from modalities.synthetic.spec import parse_consortium
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODALITY_ENTRIES = {"phenotypes": "phenopackets", "variants": "vcf", "notes": "notes", "imaging": "images", "labs": "labs.csv"}
 SEED = 7
 

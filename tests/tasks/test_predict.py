@@ -10,7 +10,7 @@ from federation.predict import predict_patient
 from modalities.hpo import load_hpo_index
 from modalities.phenopacket_io import read_phenopacket
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

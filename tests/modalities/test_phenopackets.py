@@ -10,7 +10,7 @@ from modalities.base import DataError
 from modalities.phenopacket_io import parse_iso8601_age, read_cohort, read_phenopacket
 from modalities.phenotypes import PhenotypeReader
 
-REAL_PHENOPACKETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "phenopackets"
+REAL_PHENOPACKETS = Path(__file__).resolve().parents[3] / "shared" / "data" / "phenopackets"
 SEIZURE, GDD, HYPOTONIA = "HP:0001250", "HP:0001263", "HP:0001252"
 
 

@@ -20,7 +20,7 @@ from modalities.image_sites import (
     npz_image_layout,
 )
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 SIZES = {"train": 60, "val": 12, "test": 30}
 
 

@@ -32,7 +32,7 @@ def test_a_single_hidden_cell_hides_a_second_so_the_total_does_not_reveal_it():
 
 # ---------------------------------------------------------------- sites cut from a table or an image archive
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 TABLE = {
     "missing_values": ["?"], "missing": "drop_rows", "id_column": "pid", "label": {"column": "num", "above": 0},
     "numeric": ["age", "chol"], "categorical": {"cp": [1, 2, 3]},

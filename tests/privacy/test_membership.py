@@ -8,7 +8,7 @@ from support import compose_config
 
 from federation.privacy.membership import loss_threshold_attack
 
-HEART = Path(os.environ.get("RAREFED_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "heart"
+HEART = Path(os.environ.get("RAREFED_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "heart"
 
 
 def test_separated_losses_are_found_and_equal_ones_are_a_coin_toss():
@@ -51,7 +51,7 @@ def test_membership_script_writes_its_table(tmp_path):
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     cmd = [sys.executable, str(root / "scripts" / "membership_inference.py"), f"data.root={HEART}", "seeds=[0]",
            "federation.rounds=2", f"hydra.run.dir={tmp_path}"]
 

@@ -20,7 +20,7 @@ from models.knowledge import (
 )
 from models.multimodal import MultimodalClassifier
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STORE = ROOT.parent / "shared" / "data" / "phenopackets"
 
 

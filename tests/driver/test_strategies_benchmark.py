@@ -2,7 +2,7 @@
 import importlib.util
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "strategies.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "strategies.py"
 spec = importlib.util.spec_from_file_location("strategies_benchmark", SCRIPT)
 strategies = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(strategies)

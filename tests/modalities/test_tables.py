@@ -13,7 +13,7 @@ from federation.driver.experiment import run_experiment
 from modalities.base import DataError
 from modalities.tables import feature_names, load_table_sites, read_table_site
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HEART = Path(os.environ.get("RAREFED_SHARED_DATA", ROOT.parent / "shared" / "data")) / "heart"
 HEART_FILES = {"cleveland": "processed.cleveland.data", "hungary": "processed.hungarian.data",
                "switzerland": "processed.switzerland.data", "va": "processed.va.data"}

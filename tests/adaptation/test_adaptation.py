@@ -288,7 +288,7 @@ def _every_site(monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
     monkeypatch.syspath_prepend(str(folder))
     spec = importlib.util.spec_from_file_location("every_site_benchmark", folder / "every_site.py")
     module = importlib.util.module_from_spec(spec)
