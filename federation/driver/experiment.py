@@ -144,7 +144,7 @@ def _train(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path, ob
     model = module.model
     make_trainer = instantiate(cfg.trainer)
     sites = build_sites(cfg, consortium, module, make_trainer)
-    make_sites_private(cfg.get("privacy"), sites, local_limits(cfg.federation), cfg.federation.rounds)  # privacy=dp_sgd
+    make_sites_private(cfg.get("privacy"), sites, local_limits(cfg.federation), cfg.federation.rounds, model)  # privacy=dp_sgd
     compressing = with_compression(sites, cfg.federation.get("compression"))  # update codec at each site, if configured
     rounds_sites = with_attackers(compressing, cfg.federation.get("attackers"))  # simulated Byzantine sites, if configured
     device = evaluation_device(cfg.trainer.accelerator)

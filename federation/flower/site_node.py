@@ -121,7 +121,7 @@ class SiteNode:
         """DP-SGD: the noise calibrated to this site's planned rounds (as in-process), its budget as spent so far."""
         if privacy_kind(self.cfg.get("privacy")) != "dp_sgd":
             return
-        make_sites_private(self.cfg.privacy, [self.site], instructions.limits, int(self.cfg.federation.rounds))
+        make_sites_private(self.cfg.privacy, [self.site], instructions.limits, int(self.cfg.federation.rounds), self.module.model)
         saved = self.memory.config_records.get(BUDGET)
         state = json.loads(saved["state"]) if saved is not None else self._budgets_on_disk().get(str(self.run_id))
         if state is not None:

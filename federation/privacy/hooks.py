@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from federation.privacy.accountant import PrivacyBudget
-from federation.privacy.dp_sgd import calibrate_noise, planned_steps
+from federation.privacy.dp_sgd import dp_limits, logical_batch, planned_steps
+from federation.privacy.plan import check_delta, check_private_part, noise_for_plan
 from federation.privacy.site_dp import SiteLevelDP
 from federation.strategies.base import Strategy
 
@@ -30,7 +31,8 @@ def wrap_strategy(strategy: Strategy, privacy_cfg: Mapping | None, rounds: int) 
     cfg = dict(privacy_cfg)
     sigma = cfg.get("noise_multiplier")
     if sigma is None:
-        sigma = calibrate_noise(float(cfg["epsilon"]), float(cfg["delta"]), float(cfg["sample_rate"]), int(rounds))
+        epsilon, plan = float(cfg["epsilon"]), f"the coordinator plans {int(rounds)} noisy rounds"
+        sigma = noise_for_plan(epsilon, float(cfg["delta"]), float(cfg["sample_rate"]), int(rounds), plan)
     return SiteLevelDP(strategy, float(cfg["clip_norm"]), float(sigma), float(cfg["epsilon"]), float(cfg["delta"]),
                        float(cfg["sample_rate"]), int(cfg.get("seed", 0)))
 
@@ -46,18 +48,31 @@ def site_dp_cfg(privacy_cfg: Mapping, site, limits: Mapping, rounds: int) -> dic
     """The site's DP-SGD settings, with the noise calibrated to its own sampling rate over all planned rounds."""
     cfg = dict(privacy_cfg)
     if cfg.get("noise_multiplier") is None:
-        n, batch = site.n_train, site.batch_size
-        steps = planned_steps(limits, n, batch) * int(rounds)
-        cfg["noise_multiplier"] = calibrate_noise(float(cfg["epsilon"]), float(cfg["delta"]), batch / n, steps)
+        n = site.n_train
+        batch = logical_batch(cfg, n, site.batch_size)
+        steps = planned_steps(dp_limits(limits, cfg), n, batch) * int(rounds)
+        epsilon = float(cfg["epsilon"])
+        plan = f"site {site.name!r} plans {steps} DP-SGD steps"
+        cfg["noise_multiplier"] = noise_for_plan(epsilon, float(cfg["delta"]), batch / n, steps, plan)
     return cfg
 
 
-def make_sites_private(privacy_cfg: Mapping | None, sites, limits: Mapping, rounds: int) -> None:
-    """Under DP-SGD, give each site its calibrated settings and its own budget (Site.privacy); no-op otherwise."""
+def make_sites_private(privacy_cfg: Mapping | None, sites, limits: Mapping, rounds: int, model=None) -> None:
+    """Under DP-SGD, give each site its calibrated settings and its own budget (Site.privacy); no-op otherwise.
+
+    The plan is checked first, before any site trains (plan.py): delta against the
+    smallest site, the budget reachable over the planned rounds, something left to
+    train once `freeze` is applied to `model` (when given).
+    """
     from federation.site import (
         SitePrivacy,  # the site imports this package's DP-SGD; import it lazily back
     )
 
+    if privacy_kind(privacy_cfg) != "dp_sgd":
+        return
+    check_delta(float(privacy_cfg["delta"]), {f"site {s.name!r}": s.n_train for s in sites}, "training patients")
+    if model is not None:
+        check_private_part(model, privacy_cfg.get("freeze"))
     budgets = site_budgets(privacy_cfg, sites)
     for site in sites:
         if site.name in budgets:

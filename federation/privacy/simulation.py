@@ -24,7 +24,7 @@ class PrivateRun:
 
 
 def run_private_federation(sites, module, strategy: Strategy, rounds: int, limits: Mapping, seed: int, privacy_cfg: Mapping | None) -> PrivateRun:
-    make_sites_private(privacy_cfg, sites, limits, rounds)
+    make_sites_private(privacy_cfg, sites, limits, rounds, module.model)
     engine = InProcessEngine(sites, module, wrap_strategy(strategy, privacy_cfg, rounds), rounds, dict(limits), seed)
     result = engine.run(progress=False)
     run = PrivateRun(result.global_state)

@@ -17,6 +17,7 @@ from support import (
 from federation.privacy.accountant import BudgetExhausted, PrivacyBudget
 from federation.privacy.dp_sgd import DPIncompatible, calibrate_noise, dp_fit
 from federation.privacy.hooks import site_dp_cfg
+from federation.privacy.public_parts import NothingTrainable, private_parameter_count
 from federation.site import Site, SitePrivacy
 from federation.state import get_state, trainable_keys
 from modalities.dataset import collate_batch
@@ -136,3 +137,58 @@ def test_multimodal_model_trains_with_microbatches_when_a_site_lacks_a_modality(
     assert torch.isfinite(torch.tensor(spent.epsilon))
     assert all(torch.isfinite(d).all() for d in delta.values())
     assert any(d.abs().max() > 0 for k, d in delta.items() if ".imaging." in k)
+
+
+def test_frozen_parts_stay_put_and_only_the_private_part_moves():
+    module, site = group_norm_module(), tiny_site("a", 8, with_imaging=True, seed=0)
+    freeze = ["encoders.imaging.backbone.*"]
+
+    _, delta = trained(module, site, {"noise_multiplier": 0.5, "max_grad_norm": 1.0, "freeze": freeze}, steps=3)
+
+    backbone = [k for k in delta if k.startswith("model.encoders.imaging.backbone.")]
+    assert backbone and all(torch.equal(delta[k], torch.zeros_like(delta[k])) for k in backbone)
+    assert any(d.abs().max() > 0 for k, d in delta.items() if k not in backbone)
+    assert all(p.requires_grad for p in module.model.parameters()), "freezing lasts for the private fit only"
+
+
+def test_private_parameter_count_leaves_out_the_frozen_parts():
+    model = group_norm_module().model
+    everything = sum(p.numel() for p in model.parameters())
+    backbone = sum(p.numel() for p in model.encoders["imaging"].backbone.parameters())
+
+    assert private_parameter_count(model, []) == everything
+    assert private_parameter_count(model, ["encoders.imaging.backbone.*"]) == everything - backbone
+
+
+def test_a_freeze_list_that_leaves_nothing_trainable_is_refused_before_training():
+    module, site = group_norm_module(), tiny_site("a", 8, with_imaging=True, seed=0)
+    start = get_state(module, trainable_keys(module))
+    budget = PrivacyBudget(10.0, 1e-3, site.name)
+
+    with pytest.raises(NothingTrainable, match=r"privacy\.freeze=\['\*'\]: freezes every trainable parameter"):
+        dp_fit(module, site.loader("train"), {"max_steps": 1}, {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "freeze": ["*"]}, budget)
+
+    assert budget.spent() == (0.0, 0.0)
+    assert all(torch.equal(start[k], v) for k, v in get_state(module, list(start)).items())
+
+
+def test_a_larger_logical_batch_takes_fewer_steps_at_a_higher_sampling_rate():
+    site = tabular_site(n=40, batch_size=4)
+    cfg = {"noise_multiplier": 1.0, "max_grad_norm": 1.0}
+
+    per_batch = dp_fit(tabular_module(), site.loader("train"), {"max_epochs": 2}, cfg, PrivacyBudget(float("inf"), 1e-3))
+    logical = dp_fit(tabular_module(), site.loader("train"), {"max_epochs": 2}, cfg | {"batch_size": 20}, PrivacyBudget(float("inf"), 1e-3))
+    capped = dp_fit(tabular_module(), site.loader("train"), {"max_epochs": 1}, cfg | {"batch_size": 400}, PrivacyBudget(float("inf"), 1e-3))
+
+    assert (per_batch.steps, per_batch.sample_rate) == (20, 0.1)
+    assert (logical.steps, logical.sample_rate) == (4, 0.5)
+    assert (capped.steps, capped.sample_rate) == (1, 1.0)
+
+
+def test_local_epochs_of_the_dp_config_replace_the_federations():
+    site = tabular_site(n=40, batch_size=4)
+    cfg = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "local_epochs": 1}
+
+    spent = dp_fit(tabular_module(), site.loader("train"), {"max_epochs": 3}, cfg, PrivacyBudget(float("inf"), 1e-3))
+
+    assert spent.steps == 10
