@@ -32,7 +32,7 @@ from federation.governance.ledger import DEPLOYMENT, Ledger
 from federation.governance.run_hooks import governance_hooks
 from federation.outputs import write_json, write_model, write_rows, write_text
 from federation.participation import Participation
-from federation.privacy.hooks import make_sites_private, wrap_strategy
+from federation.privacy.hooks import make_sites_private, pretrain_public, wrap_strategy
 from federation.settings import ConfigError, check_training_config
 from federation.site import Site
 from federation.state import get_state, set_state, trainable_keys
@@ -145,6 +145,7 @@ def _train(cfg: DictConfig, consortium: Consortium, seed: int, run_dir: Path, ob
     make_trainer = instantiate(cfg.trainer)
     sites = build_sites(cfg, consortium, module, make_trainer)
     make_sites_private(cfg.get("privacy"), sites, local_limits(cfg.federation), cfg.federation.rounds, model)  # privacy=dp_sgd
+    pretrain_public(cfg.get("privacy"), module, consortium.label_space.labels, seed)  # public data first, where configured
     compressing = with_compression(sites, cfg.federation.get("compression"))  # update codec at each site, if configured
     rounds_sites = with_attackers(compressing, cfg.federation.get("attackers"))  # simulated Byzantine sites, if configured
     device = evaluation_device(cfg.trainer.accelerator)

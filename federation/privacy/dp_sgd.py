@@ -14,10 +14,12 @@ not: the multimodal model runs each encoder on the patients that have that
 modality only, which Opacus's hooks cannot attribute. `auto` also takes
 microbatches for small batches (FLamby's heart protocol uses 4), where they are faster.
 
-Not DP-compatible: BatchNorm (its statistics mix patients, and its running
-buffers travel in the update). The `resnet` imaging encoder cannot be used: MONAI's
-ResNet normalises its blocks with BatchNorm whatever `norm` says. The `densenet`
-encoder can, with `model.encoders.imaging.backbone.norm=instance`. The HPO-set,
+Not DP-compatible: trained BatchNorm (its statistics mix patients, and its running
+buffers travel in the update). The `resnet` imaging encoder (MONAI's ResNet
+normalises its blocks with BatchNorm whatever `norm` says) can be used only with its
+backbone frozen (`privacy.freeze`, the default: it then runs in eval mode as a
+fixed feature extractor, see public_parts.py); the `densenet` encoder can be
+trained, with `model.encoders.imaging.backbone.norm=instance`. The HPO-set,
 variant-set, MLP, tabular and frozen-MiniLM encoders, and every fusion and head,
 work; the attention fusion (nn.MultiheadAttention) through microbatches only.
 """
@@ -38,7 +40,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
 from federation.privacy.accountant import PrivacyBudget
-from federation.privacy.public_parts import frozen
+from federation.privacy.public_parts import fix_frozen_modules, frozen
 from models.lit_module import drop_modalities
 
 PER_SAMPLE_MODES = ("auto", "opacus", "microbatch")
@@ -63,12 +65,13 @@ def check_dp_compatible(model: nn.Module, mode: str) -> None:
     """Refuse what the per-sample gradients cannot handle, naming the layers.
 
     Opacus's hooks: whatever its ModuleValidator rejects (BatchNorm, nn.MultiheadAttention).
-    Microbatches: BatchNorm only (autograd handles attention; BatchNorm mixes patients).
+    Microbatches: BatchNorm in training mode only (autograd handles attention; BatchNorm mixes patients and
+    updates its buffers); a frozen BatchNorm backbone runs in eval mode (public_parts.fix_frozen_modules) and is fine.
     """
     if mode == "opacus":
         errors = sorted({str(e) for e in ModuleValidator.validate(model, strict=False)})
     else:
-        errors = sorted({f"{name} is {type(m).__name__}" for name, m in model.named_modules() if isinstance(m, _BatchNorm)})
+        errors = sorted({f"{name} is {type(m).__name__}" for name, m in model.named_modules() if isinstance(m, _BatchNorm) and m.training})
     if errors:
         raise DPIncompatible(f"model cannot be trained with DP-SGD ({mode} per-sample gradients): " + "; ".join(errors)[:600])
 
@@ -124,11 +127,24 @@ def _dp_fit(module, loader: DataLoader, limits: Mapping, dp_cfg: Mapping, budget
     dataset = loader.dataset
     batch_size = logical_batch(dp_cfg, len(dataset), loader.batch_size)
     mode = _per_sample_mode(dp_cfg.get("per_sample_grads", "auto"), model, batch_size)
-    check_dp_compatible(model, mode)
     sample_rate = batch_size / len(dataset)
     steps = planned_steps(limits, len(dataset), batch_size)
     sigma = float(dp_cfg["noise_multiplier"])
-    budget.check(sigma, sample_rate, steps)
+    was_training = model.training
+    model.train()
+    fix_frozen_modules(model)
+    try:
+        check_dp_compatible(model, mode)
+        budget.check(sigma, sample_rate, steps)
+        losses = _train_private(module, dataset, loader.collate_fn, dp_cfg, budget, sigma, sample_rate, batch_size, steps, mode, seed)
+    finally:
+        model.train(was_training)
+    epsilon, delta = budget.spent()
+    return DPSpent(epsilon, delta, steps, sigma, sample_rate, sum(losses) / max(len(losses), 1))
+
+
+def _train_private(module, dataset, collate, dp_cfg, budget, sigma, sample_rate, batch_size, steps, mode, seed) -> list[float]:
+    """Opacus's Poisson sampler and DPOptimizer (clip, noise, accountant step) around the per-sample gradients."""
     generator = torch.Generator().manual_seed(seed)
     sampler = UniformWithReplacementSampler(num_samples=len(dataset), sample_rate=sample_rate, generator=generator)
     optimizer = DPOptimizer(
@@ -136,17 +152,12 @@ def _dp_fit(module, loader: DataLoader, limits: Mapping, dp_cfg: Mapping, budget
         expected_batch_size=batch_size, loss_reduction="mean", generator=generator,
     )
     optimizer.attach_step_hook(budget.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
-    was_training = model.training
-    model.train()
-    wrapped = GradSampleModule(model, loss_reduction="mean") if mode == "opacus" else None
+    wrapped = GradSampleModule(module.model, loss_reduction="mean") if mode == "opacus" else None
     try:
-        losses = _train_steps(module, wrapped, optimizer, sampler, dataset, loader.collate_fn, steps)
+        return _train_steps(module, wrapped, optimizer, sampler, dataset, collate, steps)
     finally:
         if wrapped is not None:
             wrapped._close()
-        model.train(was_training)
-    epsilon, delta = budget.spent()
-    return DPSpent(epsilon, delta, steps, sigma, sample_rate, sum(losses) / max(len(losses), 1))
 
 
 def _per_sample_mode(mode: str, model: nn.Module, batch_size: int) -> str:

@@ -3,6 +3,7 @@
 - `wrap_strategy`: site-level DP wraps the configured strategy.
 - `site_budgets`: one PrivacyBudget per site for DP-SGD.
 - `make_sites_private`: each DP-SGD site's settings and budget (Site.train then fits with `dp_fit`).
+- `pretrain_public`: the initial global model trained on public data (`public_pretraining`), before any round.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from federation.privacy.accountant import PrivacyBudget
 from federation.privacy.dp_sgd import dp_limits, logical_batch, planned_steps
 from federation.privacy.plan import check_delta, check_private_part, noise_for_plan
+from federation.privacy.public_pretraining import pretrain_on_public
 from federation.privacy.site_dp import SiteLevelDP
 from federation.strategies.base import Strategy
 
@@ -77,3 +79,10 @@ def make_sites_private(privacy_cfg: Mapping | None, sites, limits: Mapping, roun
     for site in sites:
         if site.name in budgets:
             site.privacy = SitePrivacy(site_dp_cfg(privacy_cfg, site, limits, rounds), budgets[site.name])
+
+
+def pretrain_public(privacy_cfg: Mapping | None, module, labels, seed: int) -> int:
+    """Under a DP setting with `public_pretraining`, train the initial model on public data first; the patients used (0: none)."""
+    if privacy_kind(privacy_cfg) == "none" or not privacy_cfg.get("public_pretraining"):
+        return 0
+    return pretrain_on_public(module, list(labels), privacy_cfg["public_pretraining"], seed)

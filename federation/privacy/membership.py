@@ -61,7 +61,8 @@ def attack_federation(cfg: DictConfig, privacy_cfg, consortium: Consortium, seed
     model = module.model
     sites = build_sites(cfg, consortium, module)
     privacy = OmegaConf.to_container(privacy_cfg, resolve=True) if isinstance(privacy_cfg, DictConfig) else privacy_cfg
-    run = run_private_federation(sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, local_limits(cfg.federation), seed, privacy)
+    run = run_private_federation(sites, module, instantiate(cfg.federation.strategy), cfg.federation.rounds, local_limits(cfg.federation), seed, privacy,
+                                 consortium.label_space.labels)
     members, nonmembers, correct, validated = [], [], [], []
     for site in sites:
         validated.append(per_sample_losses(model, site.loader("val"))[1])

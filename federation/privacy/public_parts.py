@@ -58,3 +58,17 @@ def frozen(model: nn.Module, patterns: Iterable[str]) -> Iterator[int]:
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+def fix_frozen_modules(model: nn.Module) -> None:
+    """Submodules with no trainable parameter left run in eval mode: fixed feature extractors.
+
+    No dropout there, and BatchNorm normalises with its running statistics (data-
+    independent while frozen) instead of mixing patients and updating buffers that
+    would travel in the update: a frozen BatchNorm backbone is DP-compatible.
+    Called after `model.train()`; the next `model.train(mode)` undoes it.
+    """
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from federation.engine import InProcessEngine
-from federation.privacy.hooks import make_sites_private, wrap_strategy
+from federation.privacy.hooks import make_sites_private, pretrain_public, wrap_strategy
 from federation.round_record import Cause
 from federation.state import StateDict
 from federation.strategies.base import Strategy
@@ -23,8 +23,11 @@ class PrivateRun:
     """Per round: the sites that contributed, those that stopped (and why), and privacy spent per site."""
 
 
-def run_private_federation(sites, module, strategy: Strategy, rounds: int, limits: Mapping, seed: int, privacy_cfg: Mapping | None) -> PrivateRun:
-    make_sites_private(privacy_cfg, sites, limits, rounds, module.model)
+def run_private_federation(sites, module, strategy: Strategy, rounds: int, limits: Mapping, seed: int, privacy_cfg: Mapping | None,
+                           labels=()) -> PrivateRun:
+    """`labels`: the label diseases, for public pretraining (`privacy.public_pretraining`)."""
+    make_sites_private(privacy_cfg, sites, limits, rounds, module.model)  # the plan checked before anything trains
+    pretrain_public(privacy_cfg, module, labels, seed)
     engine = InProcessEngine(sites, module, wrap_strategy(strategy, privacy_cfg, rounds), rounds, dict(limits), seed)
     result = engine.run(progress=False)
     run = PrivateRun(result.global_state)

@@ -192,3 +192,16 @@ def test_local_epochs_of_the_dp_config_replace_the_federations():
     spent = dp_fit(tabular_module(), site.loader("train"), {"max_epochs": 3}, cfg, PrivacyBudget(float("inf"), 1e-3))
 
     assert spent.steps == 10
+
+
+def test_a_frozen_batch_norm_backbone_trains_privately_as_a_fixed_feature_extractor():
+    module, site = tiny_module(), tiny_site("a", 8, with_imaging=True, seed=0)
+    freeze = ["encoders.imaging.backbone.*"]
+
+    _, delta = trained(module, site, {"noise_multiplier": 0.5, "max_grad_norm": 1.0, "freeze": freeze}, steps=2)
+
+    backbone = {k: d for k, d in delta.items() if k.startswith("model.encoders.imaging.backbone.")}
+    assert any(k.endswith("running_mean") for k in backbone), "BatchNorm buffers are part of the update"
+    assert all(torch.equal(d, torch.zeros_like(d)) for d in backbone.values()), "statistics and weights stay as they were"
+    assert any(d.abs().max() > 0 for k, d in delta.items() if k not in backbone)
+    assert module.model.encoders["imaging"].backbone.training, "training mode restored after the fit"
