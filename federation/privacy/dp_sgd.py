@@ -78,7 +78,7 @@ def check_dp_compatible(model: nn.Module, mode: str) -> None:
 
 def calibrate_noise(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
     """The noise multiplier that spends exactly `epsilon` over `steps` steps (Opacus's search over its RDP accountant)."""
-    if math.isinf(epsilon):
+    if math.isinf(epsilon) or steps == 0:  # no guarantee asked for, or nothing to spend it on
         return 0.0
     return get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant="rdp")
 
@@ -115,8 +115,8 @@ def dp_fit(module, loader: DataLoader, limits: Mapping, dp_cfg: Mapping, budget:
 
     `dp_cfg`: `noise_multiplier` (already calibrated, see `calibrate_noise`), `max_grad_norm`,
     `per_sample_grads` (auto | opacus | microbatch), and optionally `freeze` (parameter-name
-    globs kept as they are, see public_parts.py), `batch_size` (the expected logical batch)
-    and `local_epochs`. Raises BudgetExhausted before any training when the fit would overrun `budget`.
+    globs kept as they are, see public_parts.py), `batch_size` (the expected logical batch),
+    `local_epochs` and `lr` (the optimizer's step size under DP; null: the model's). Raises BudgetExhausted before any training when the fit would overrun `budget`.
     """
     with frozen(module.model, dp_cfg.get("freeze") or ()):
         return _dp_fit(module, loader, dp_limits(limits, dp_cfg), dp_cfg, budget, seed)
@@ -147,8 +147,12 @@ def _train_private(module, dataset, collate, dp_cfg, budget, sigma, sample_rate,
     """Opacus's Poisson sampler and DPOptimizer (clip, noise, accountant step) around the per-sample gradients."""
     generator = torch.Generator().manual_seed(seed)
     sampler = UniformWithReplacementSampler(num_samples=len(dataset), sample_rate=sample_rate, generator=generator)
+    inner = module.configure_optimizers()
+    if dp_cfg.get("lr"):  # a private fine-tuning step smaller than training from scratch takes
+        for group in inner.param_groups:
+            group["lr"] = float(dp_cfg["lr"])
     optimizer = DPOptimizer(
-        module.configure_optimizers(), noise_multiplier=sigma, max_grad_norm=float(dp_cfg["max_grad_norm"]),
+        inner, noise_multiplier=sigma, max_grad_norm=float(dp_cfg["max_grad_norm"]),
         expected_batch_size=batch_size, loss_reduction="mean", generator=generator,
     )
     optimizer.attach_step_hook(budget.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))

@@ -72,8 +72,9 @@ def attack_federation(cfg: DictConfig, privacy_cfg, consortium: Consortium, seed
         nonmembers.append(test_losses)
         correct.append(right)
     result = loss_threshold_attack(torch.cat(members), torch.cat(nonmembers))
-    spent = run.rounds[-1]["privacy"]
-    epsilon = max((p["epsilon"] for p in spent.values()), default=float("inf"))
+    spent = run.rounds[-1]["privacy"] if run.rounds else {}
+    no_dp = not run.rounds or privacy is None or privacy.get("kind", "none") == "none"
+    epsilon = max((p["epsilon"] for p in spent.values()), default=float("inf") if no_dp else 0.0)
     return result | {
         "test_accuracy": float(torch.cat(correct).float().mean()),  # over all test patients
         "centre_accuracy": float(np.mean([c.float().mean() for c in correct if len(c)])),  # mean over sites, as FLamby

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from support import compose_config
 
 from federation.privacy.accountant import BudgetExhausted, PrivacyBudget
@@ -116,3 +117,18 @@ def test_dp_sgd_config_gives_each_site_a_budget():
 
     assert set(budgets) == {"a", "b"} and budgets["a"].epsilon == cfg.privacy.epsilon
     assert site_budgets(compose_config(["privacy=none"]).privacy, []) == {}
+
+
+def test_dp_sgd_with_only_epsilon_freezes_the_models_public_parts_and_pretrains_on_public_data():
+    from federation.build import build_module
+    from federation.privacy.public_parts import private_parameter_count
+
+    cfg = compose_config(["privacy=dp_sgd", "privacy.epsilon=8"])
+    privacy = OmegaConf.to_container(cfg.privacy, resolve=True)
+    tabular = OmegaConf.to_container(compose_config(["privacy=dp_sgd", "experiment=heart_flamby"]).privacy, resolve=True)
+
+    assert privacy["freeze"] == list(cfg.model.public_parts) and privacy["public_pretraining"]["epochs"] > 0
+    assert tabular["freeze"] == [], "a model that declares no public parts trains all of them"
+    model = build_module(cfg, ["phenotypes", "imaging"], ["OMIM:263570", "OMIM:300894"], seed=0).model
+    everything = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 0 < private_parameter_count(model, privacy["freeze"]) < everything / 5
