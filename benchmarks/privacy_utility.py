@@ -96,7 +96,8 @@ def table(name: str, experiment, runs: list[dict]) -> str:
     seeds = sorted({r["seed"] for r in runs})
     rows = [f"## {experiment.title}", "", str(experiment.note).strip(), "",
             f"    {experiment.command}", "",
-            f"| method | target epsilon | epsilon spent (max over sites) | {utility} (test) | non-DP reference, same run | validation top-1 | attack AUC | TPR at 1% FPR | trainable parameters | wall s per run |",
+            f"| method | target epsilon | epsilon spent (max over sites) | {utility} (test) | non-DP reference, same run | validation top-1 "
+            "| attack AUC | TPR at 1% FPR | trainable parameters | wall s per run |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
