@@ -37,7 +37,7 @@ from federation.flower.link import SiteLink
 from federation.flower.plan import consortium_plan
 from federation.flower.run_folder import RunFolder
 from federation.flower.transport import FlowerTransport
-from federation.privacy.hooks import privacy_kind, wrap_strategy
+from federation.privacy.hooks import pretrain_public, privacy_kind, wrap_strategy
 from federation.round_loop import RoundLoop
 from federation.round_record import RoundObserver, RoundRecord
 from federation.state import StateDict, get_state, set_state, trainable_keys
@@ -93,6 +93,7 @@ class Coordinator:
         saved = self.folder.checkpoint.load(fingerprint)
         if saved is None:
             log.info("starting a new run of %d rounds with sites %s", self.rounds, list(self.plan.sites))
+            pretrain_public(self.cfg.get("privacy"), self.module, self.plan.labels, self.seed)  # public data only, as in-process
             return CoordinatorState(0, get_state(self.module, trainable_keys(self.module)), fingerprint=fingerprint)
         if saved.strategy_state is not None:
             self.strategy.load_state_dict(saved.strategy_state)
