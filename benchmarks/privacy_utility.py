@@ -110,6 +110,33 @@ def table(name: str, experiment, runs: list[dict]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def noise_table(name: str, experiment, args) -> str:
+    """Per site: patients, and the noise multiplier the accountant calibrates for each epsilon and number of rounds
+    (no training): how much noise a small site must add, and how much fewer rounds would save."""
+    from federation.privacy.dp_sgd import calibrate_noise, logical_batch, planned_steps
+    from federation.training_env import local_limits
+    from modalities.consortium import load_consortium
+
+    base = [*experiment.overrides, "privacy=dp_sgd", "tracking=off"] + ([f"data.root={args.data_root}"] if args.data_root else [])
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=base)
+    privacy = OmegaConf.to_container(cfg.privacy, resolve=True)
+    consortium = load_consortium(cfg.data, seed=cfg.seed)
+    epsilons = [e for e in experiment.epsilons if not math.isinf(e)]
+    rounds = list(experiment.noise_rounds)
+    header = " | ".join(f"sigma at eps {e:g}, {r} rounds" for e in epsilons for r in rounds)
+    rows = [f"### {name}: noise multiplier per site (Opacus RDP accountant, delta {privacy['delta']:g}, batch {cfg.data.batch_size}, "
+            f"{cfg.federation.local_epochs} local epochs a round)", "", f"| site | training patients | sampling rate | {header} |",
+            "| --- | --- | --- | " + " | ".join("---" for _ in epsilons for _ in rounds) + " |"]
+    for data in consortium.sites:
+        n = len(data.splits["train"])
+        batch = logical_batch(privacy, n, cfg.data.batch_size)
+        steps = planned_steps(local_limits(cfg.federation), n, batch)
+        cells = [f"{calibrate_noise(e, privacy['delta'], batch / n, steps * r):.2f}" for e in epsilons for r in rounds]
+        rows.append(f"| {data.name} | {n} | {batch / n:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
 def write_section(name: str, text: str, path: Path = RESULTS) -> None:
     """Replace this experiment's section (between its markers), keeping the others."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
@@ -128,10 +155,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--noise-only", action="store_true", help="only the accountant's noise table (no training)")
     args = parser.parse_args()
     config = bench_config()
     for name in args.only or list(config.experiments):
         experiment = config.experiments[name]
+        if experiment.get("noise_rounds"):
+            write_section(f"{name}_noise", noise_table(name, experiment, args), args.out)
+        if args.noise_only:
+            continue
         runs = measure(name, experiment, args)
         (args.out.parent / f"privacy_utility_{name}.json").write_text(json.dumps(runs, indent=1, default=str))
         text = table(name, experiment, runs)
