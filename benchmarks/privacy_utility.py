@@ -4,6 +4,7 @@
     python benchmarks/privacy_utility.py --only demo         # the default multimodal run
     python benchmarks/privacy_utility.py --only heart --data-root ../shared/data/heart
     python benchmarks/privacy_utility.py --only demo --seeds 0 1 2 --workers 2
+    python benchmarks/privacy_utility.py --only demo --methods dp_sgd --epsilons 8 3 --seeds 1 2 --reuse   # add cells
 
 Each cell trains the federation under one privacy setting (Hydra overrides on the
 experiment: `privacy=dp_sgd privacy.epsilon=8 ...`) and attacks its final model with
@@ -74,15 +75,18 @@ def run_cell(base: list[str], method: str, epsilon: float, seed: int, overrides:
     started = time.perf_counter()
     result = attack_federation(cfg, privacy, consortium, seed)
     return result | {"method": method, "target_epsilon": epsilon, "seed": seed, "wall_s": time.perf_counter() - started,
-                     "trainable": private_parameter_count(model, frozen or ())}
+                     "trainable": private_parameter_count(model, frozen or ()), "overrides": overrides}
 
 
-def measure(name: str, experiment, args) -> list[dict]:
+def measure(name: str, experiment, args, saved: list[dict]) -> list[dict]:
+    """Run every cell not in `saved` (the runs of an earlier invocation, kept with --reuse); returns saved + new."""
     base = [*experiment.overrides, "progress=false", "torch_threads=1", "tracking=off"] + ([f"data.root={args.data_root}"] if args.data_root else [])
-    todo = cells(experiment, args.epsilons or list(experiment.epsilons), args.seeds or list(experiment.seeds), args.methods)
+    done = {_key(r["method"], r["target_epsilon"], r["seed"], r.get("overrides")) for r in saved}
+    todo = [c for c in cells(experiment, args.epsilons or list(experiment.epsilons), args.seeds or list(experiment.seeds), args.methods)
+            if _key(c[0], c[1], c[2], c[3]) not in done]
+    runs = list(saved)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = [pool.submit(run_cell, base, *cell) for cell in todo]
-        runs = []
         for cell, future in zip(todo, futures):
             runs.append(future.result())
             print(f"[{name}] {cell[0]} eps={cell[1]:g} seed={cell[2]}: " + json.dumps({k: runs[-1][k] for k in ("test_accuracy", "val_accuracy", "epsilon", "auc", "wall_s")}), flush=True)
@@ -156,6 +160,7 @@ def main() -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--noise-only", action="store_true", help="only the accountant's noise table (no training)")
+    parser.add_argument("--reuse", action="store_true", help="keep the cells of the experiment's last JSON record; run only the missing ones")
     args = parser.parse_args()
     config = bench_config()
     for name in args.only or list(config.experiments):
@@ -164,11 +169,18 @@ def main() -> None:
             write_section(f"{name}_noise", noise_table(name, experiment, args), args.out)
         if args.noise_only:
             continue
-        runs = measure(name, experiment, args)
-        (args.out.parent / f"privacy_utility_{name}.json").write_text(json.dumps(runs, indent=1, default=str))
+        record = args.out.parent / f"privacy_utility_{name}.json"
+        saved = json.loads(record.read_text()) if args.reuse and record.exists() else []
+        runs = measure(name, experiment, args, saved)
+        record.write_text(json.dumps(runs, indent=1, default=str))
         text = table(name, experiment, runs)
         write_section(name, text, args.out)
         print(text)
+
+
+def _key(method: str, epsilon, seed: int, overrides=None) -> tuple:
+    """A cell's identity for --reuse: method, epsilon, seed (a method's name stands for its overrides in the yaml)."""
+    return (method, float(epsilon), int(seed))
 
 
 def _eps(value: float) -> str:
