@@ -94,23 +94,25 @@ def measure(name: str, experiment, args, saved: list[dict]) -> list[dict]:
 
 
 def table(name: str, experiment, runs: list[dict]) -> str:
+    """One row per method and epsilon; the non-DP reference beside each row is its mean over the row's own seeds."""
     utility = experiment.utility
-    reference = [r for r in runs if r["method"] == REFERENCE]
-    ref_cell = _cell([r[utility] for r in reference])
-    seeds = sorted({r["seed"] for r in runs})
+    reference = {r["seed"]: r[utility] for r in runs if r["method"] == REFERENCE}
     rows = [f"## {experiment.title}", "", str(experiment.note).strip(), "",
             f"    {experiment.command}", "",
-            f"| method | target epsilon | epsilon spent (max over sites) | {utility} (test) | non-DP reference, same run | validation top-1 "
-            "| attack AUC | TPR at 1% FPR | trainable parameters | wall s per run |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            f"| method | target epsilon | epsilon spent (max over sites) | {experiment.utility_label} | non-DP reference, same seeds | validation top-1 "
+            "| attack AUC | TPR at 1% FPR | trainable parameters | seeds | wall s per run |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((r["method"], r["target_epsilon"]), []).append(r)
     for (method, epsilon), group in groups.items():
-        rows.append(f"| {method} | {_eps(epsilon)} | {_cell([r['epsilon'] for r in group])} | {_cell([r[utility] for r in group])} | {ref_cell} | "
+        seeds = sorted(r["seed"] for r in group)
+        ref = _cell([reference[s] for s in seeds if s in reference])
+        rows.append(f"| {method} | {_eps(epsilon)} | {_cell([r['epsilon'] for r in group])} | {_cell([r[utility] for r in group])} | {ref} | "
                     f"{_cell([r['val_accuracy'] for r in group])} | {_cell([r['auc'] for r in group])} | {_cell([r['tpr_at_1pct_fpr'] for r in group])} | "
-                    f"{group[0]['trainable']:,} | {statistics.median(r['wall_s'] for r in group):.0f} |")
-    rows += ["", f"Mean ± sd over {len(seeds)} seed(s) {seeds}; wall time: median per run, with {len(runs)} runs in {experiment.get('workers_note', 'parallel worker processes')}."]
+                    f"{group[0]['trainable']:,} | {','.join(map(str, seeds))} | {statistics.median(r['wall_s'] for r in group):.0f} |")
+    rows += ["", "Mean ± sd over the seeds in the row (one value: one seed). Wall time: median per run, several runs at once "
+             "in worker processes on a shared 2-core machine, so it compares rows only roughly."]
     return "\n".join(rows) + "\n"
 
 
@@ -160,6 +162,7 @@ def main() -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--noise-only", action="store_true", help="only the accountant's noise table (no training)")
+    parser.add_argument("--table-only", action="store_true", help="rewrite the tables from the JSON records, training nothing")
     parser.add_argument("--reuse", action="store_true", help="keep the cells of the experiment's last JSON record; run only the missing ones")
     args = parser.parse_args()
     config = bench_config()
@@ -170,8 +173,8 @@ def main() -> None:
         if args.noise_only:
             continue
         record = args.out.parent / f"privacy_utility_{name}.json"
-        saved = json.loads(record.read_text()) if args.reuse and record.exists() else []
-        runs = measure(name, experiment, args, saved)
+        saved = json.loads(record.read_text()) if (args.reuse or args.table_only) and record.exists() else []
+        runs = saved if args.table_only else measure(name, experiment, args, saved)
         record.write_text(json.dumps(runs, indent=1, default=str))
         text = table(name, experiment, runs)
         write_section(name, text, args.out)
