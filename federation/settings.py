@@ -173,6 +173,11 @@ def check_privacy(cfg: DictConfig, section: str = "privacy") -> None:
             number(cfg, f"{section}.{setting}", 0.0)
     if "sample_rate" in privacy:
         number(cfg, f"{section}.sample_rate", 0.0, 1.0)
+    for setting in ("batch_size", "local_epochs"):  # DP-SGD's logical batch and local epochs (null: the federation's)
+        if setting in privacy:
+            whole(cfg, f"{section}.{setting}", 1, allow_none=True)
+    if "lr" in privacy:
+        number(cfg, f"{section}.lr", 0.0, allow_none=True)
 
 
 def _check_data(cfg: DictConfig, paths: bool) -> None:

@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from federation.build import build_module, build_sites
 from federation.evaluation import predict
-from federation.privacy.simulation import run_private_federation
+from federation.privacy.simulation import PrivateRun, run_private_federation
 from federation.training_env import local_limits
 from modalities.consortium import Consortium
 
@@ -55,6 +55,13 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     return float(tpr[fpr <= target].max())
 
 
+def epsilon_spent(run: PrivateRun, privacy) -> float:
+    """The largest epsilon any site spent: inf without DP (no guarantee), 0 for a private run of no round."""
+    spent = run.rounds[-1]["privacy"] if run.rounds else {}
+    private = privacy is not None and privacy.get("kind", "none") != "none"
+    return max((p["epsilon"] for p in spent.values()), default=0.0 if private else float("inf"))
+
+
 def attack_federation(cfg: DictConfig, privacy_cfg, consortium: Consortium, seed: int) -> dict[str, float]:
     """Train the federation under `privacy_cfg`, then attack its final model."""
     module = build_module(cfg, consortium.modalities, consortium.label_space.labels, seed)
@@ -72,9 +79,7 @@ def attack_federation(cfg: DictConfig, privacy_cfg, consortium: Consortium, seed
         nonmembers.append(test_losses)
         correct.append(right)
     result = loss_threshold_attack(torch.cat(members), torch.cat(nonmembers))
-    spent = run.rounds[-1]["privacy"] if run.rounds else {}
-    no_dp = not run.rounds or privacy is None or privacy.get("kind", "none") == "none"
-    epsilon = max((p["epsilon"] for p in spent.values()), default=float("inf") if no_dp else 0.0)
+    epsilon = epsilon_spent(run, privacy)
     return result | {
         "test_accuracy": float(torch.cat(correct).float().mean()),  # over all test patients
         "centre_accuracy": float(np.mean([c.float().mean() for c in correct if len(c)])),  # mean over sites, as FLamby

@@ -34,3 +34,16 @@ def test_site_dp_rounds_train_with_lightning_and_report_the_strategy_budgets():
     assert [sorted(r["sites"]) for r in run.rounds] == [["a", "b", "c"]] * 2
     assert set(run.rounds[-1]["privacy"]) == {"a", "b", "c"} and 0 < run.rounds[-1]["privacy"]["a"]["epsilon"] <= 20.0
     assert any(not torch.equal(run.global_state[k], start[k]) for k in start)
+
+
+
+def test_a_private_run_of_zero_rounds_spends_nothing_and_a_run_without_dp_guarantees_nothing():
+    from federation.privacy.membership import epsilon_spent
+    from federation.privacy.simulation import PrivateRun
+
+    dp = {"kind": "dp_sgd", "epsilon": 1.0}
+    two_sites = PrivateRun({}, [{"round": 1, "privacy": {"a": {"epsilon": 0.4}, "b": {"epsilon": 0.7}}}])
+
+    assert epsilon_spent(PrivateRun({}, []), dp) == 0.0
+    assert epsilon_spent(two_sites, dp) == 0.7
+    assert epsilon_spent(PrivateRun({}, [{"round": 1, "privacy": {}}]), {"kind": "none"}) == float("inf")
