@@ -191,6 +191,8 @@ def _eps(value: float) -> str:
 
 
 def _cell(values: list[float]) -> str:
+    if not values or any(math.isnan(v) for v in values):
+        return "n/a"  # e.g. no validation split (FLamby's heart protocol)
     if any(math.isinf(v) for v in values):
         return "inf"
     if len(values) == 1:
