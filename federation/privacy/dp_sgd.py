@@ -169,8 +169,15 @@ def _per_sample_mode(mode: str, model: nn.Module, batch_size: int) -> str:
         raise ValueError(f"per_sample_grads must be one of {PER_SAMPLE_MODES}, got {mode!r}")
     if mode == "auto":
         single = len(getattr(model, "modalities", ())) == 1
-        return "opacus" if single and batch_size >= HOOKS_FROM_BATCH else "microbatch"
+        hooks_fit = single and batch_size >= HOOKS_FROM_BATCH and _hooks_support(model)
+        return "opacus" if hooks_fit else "microbatch"
     return mode
+
+
+def _hooks_support(model: nn.Module) -> bool:
+    """Opacus's hooks refuse a trainable layer that also holds buffers (the knowledge head's public annotation
+    matrix, for one); one backward pass per sample handles it, since the buffers are constants of the model."""
+    return not GradSampleModule.validate(model, strict=False)
 
 
 def _train_steps(module, wrapped, optimizer: DPOptimizer, sampler, dataset, collate, steps: int) -> list[float]:

@@ -120,6 +120,21 @@ def test_stronger_privacy_needs_more_noise():
     assert calibrate_noise(float("inf"), 1e-3, 0.02, 1500) == 0.0
 
 
+def test_auto_falls_back_to_microbatches_for_a_trainable_layer_that_holds_buffers():
+    """The diagnosis model's knowledge head keeps its public annotation matrix as a buffer beside trainable
+    weights: Opacus's hooks refuse such a layer, so `auto` must take one backward pass per sample instead."""
+    module = tabular_module()
+    layer = next(m for m in module.model.modules() if isinstance(m, torch.nn.Linear))
+    layer.register_buffer("public_prior", torch.zeros(2))
+    dp_cfg = {"noise_multiplier": 0.5, "max_grad_norm": 1.0, "per_sample_grads": "auto"}
+
+    _, delta = trained(module, tabular_site(n=64, batch_size=32), dp_cfg, steps=3)
+
+    assert any(d.abs().max() > 0 for d in delta.values())
+    with pytest.raises(NotImplementedError, match="buffers"):  # what `auto` steers clear of
+        trained(module, tabular_site(n=64, batch_size=32), dp_cfg | {"per_sample_grads": "opacus"}, steps=1)
+
+
 def test_batch_norm_models_are_refused_by_name():
     site = tiny_site("a", 8, with_imaging=True, seed=0)
 
