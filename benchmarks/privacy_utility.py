@@ -78,8 +78,10 @@ def run_cell(base: list[str], method: str, epsilon: float, seed: int, overrides:
                      "trainable": private_parameter_count(model, frozen or ()), "overrides": overrides}
 
 
-def measure(name: str, experiment, args, saved: list[dict]) -> list[dict]:
-    """Run every cell not in `saved` (the runs of an earlier invocation, kept with --reuse); returns saved + new."""
+def measure(name: str, experiment, args, saved: list[dict], record: Path) -> list[dict]:
+    """Run every cell not in `saved` (the runs of an earlier invocation, kept with --reuse); returns saved + new.
+
+    `record` is rewritten after every cell, so a run stopped part-way keeps what it measured (--reuse goes on from it)."""
     base = [*experiment.overrides, "progress=false", "torch_threads=1", "tracking=off"] + ([f"data.root={args.data_root}"] if args.data_root else [])
     done = {_key(r["method"], r["target_epsilon"], r["seed"], r.get("overrides")) for r in saved}
     todo = [c for c in cells(experiment, args.epsilons or list(experiment.epsilons), args.seeds or list(experiment.seeds), args.methods)
@@ -89,6 +91,7 @@ def measure(name: str, experiment, args, saved: list[dict]) -> list[dict]:
         futures = [pool.submit(run_cell, base, *cell) for cell in todo]
         for cell, future in zip(todo, futures):
             runs.append(future.result())
+            record.write_text(json.dumps(runs, indent=1, default=str))
             print(f"[{name}] {cell[0]} eps={cell[1]:g} seed={cell[2]}: " + json.dumps({k: runs[-1][k] for k in ("test_accuracy", "val_accuracy", "epsilon", "auc", "wall_s")}), flush=True)
     return runs
 
@@ -174,7 +177,7 @@ def main() -> None:
             continue
         record = args.out.parent / f"privacy_utility_{name}.json"
         saved = json.loads(record.read_text()) if (args.reuse or args.table_only) and record.exists() else []
-        runs = saved if args.table_only else measure(name, experiment, args, saved)
+        runs = saved if args.table_only else measure(name, experiment, args, saved, record)
         record.write_text(json.dumps(runs, indent=1, default=str))
         text = table(name, experiment, runs)
         write_section(name, text, args.out)

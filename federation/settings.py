@@ -37,6 +37,10 @@ class ConfigError(ValueError):
         self.rule = rule
         super().__init__(f"{setting}={_shown(value)}: {rule}")
 
+    def __reduce__(self):
+        """Rebuilt from its three fields, so that it crosses a process boundary (a worker pool's result) intact."""
+        return type(self), (self.setting, self.value, self.rule)
+
 
 def _shown(value: Any) -> str:
     """A scalar or path whole; a list or mapping cut short (a site list can be long)."""

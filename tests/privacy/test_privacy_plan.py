@@ -67,3 +67,21 @@ def test_a_freeze_list_that_keeps_the_head_trainable_is_accepted():
     make_sites_private(DP_SGD | {"freeze": ["encoders.*"]}, sites, {"max_epochs": 1}, rounds=1, model=tabular_module().model)
 
     assert sites[0].privacy is not None
+
+
+def test_a_plan_refusal_crosses_a_process_boundary_intact():
+    """A benchmark's worker pool sends a refusal back pickled: before, ConfigError could not be rebuilt there and the
+    pool broke with a TypeError instead of naming the setting."""
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(_refuse, "privacy.delta", 0.5, "must be below 1 / 8 patients")
+        with pytest.raises(ConfigError, match=r"privacy.delta=0.5: must be below 1 / 8 patients") as caught:
+            future.result()
+    assert (caught.value.setting, caught.value.value) == ("privacy.delta", 0.5)
+    assert str(pickle.loads(pickle.dumps(caught.value))) == str(caught.value)
+
+
+def _refuse(setting, value, rule):
+    raise ConfigError(setting, value, rule)
