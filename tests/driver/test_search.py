@@ -21,7 +21,8 @@ from federation.sweeps.search import best_trial
 from federation.sweeps.space import distribution, search_space
 from modalities.consortium import load_consortium
 
-SHIPPED = [("heart", ["experiment=heart_flamby"]), ("heart_cv", ["experiment=heart_flamby"]), ("heart_dp", ["experiment=heart_flamby"]), ("phenopackets_dx", ["experiment=phenopackets_dx"]), ("default", [])]
+SHIPPED = [("heart", ["experiment=heart_flamby"]), ("heart_cv", ["experiment=heart_flamby"]), ("heart_dp", ["experiment=heart_flamby"]),
+           ("phenopackets_dx", ["experiment=phenopackets_dx"]), ("default", [])]
 
 
 def _compose(overrides: list[str]):
