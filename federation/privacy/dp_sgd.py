@@ -91,7 +91,8 @@ def planned_steps(limits: Mapping, n_samples: int, batch_size: int) -> int:
 
 
 def logical_batch(dp_cfg: Mapping, n_samples: int, loader_batch: int) -> int:
-    """Expected Poisson batch of a DP-SGD step: `batch_size` (capped at the site's patients), else the loader's.
+    """Expected Poisson batch of a DP-SGD step: `batch_size`, else the loader's; capped at the site's patients (a site
+    smaller than one batch samples each patient with probability 1, never above).
 
     Larger logical batches average more clipped gradients per unit of noise: the noise
     on the mean gradient falls as 1/B while the calibrated multiplier grows more
@@ -99,8 +100,8 @@ def logical_batch(dp_cfg: Mapping, n_samples: int, loader_batch: int) -> int:
     Differentially Private Image Classification through Scale"). Per-sample gradients
     are computed one patient (or one loader batch) at a time, so memory does not grow with it.
     """
-    wanted = dp_cfg.get("batch_size")
-    return max(1, min(int(wanted), n_samples)) if wanted else loader_batch
+    wanted = dp_cfg.get("batch_size") or loader_batch
+    return max(1, min(int(wanted), n_samples))
 
 
 def dp_limits(limits: Mapping, dp_cfg: Mapping) -> dict:

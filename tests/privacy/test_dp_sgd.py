@@ -200,6 +200,17 @@ def test_a_larger_logical_batch_takes_fewer_steps_at_a_higher_sampling_rate():
     assert (capped.steps, capped.sample_rate) == (1, 1.0)
 
 
+def test_a_site_smaller_than_the_loader_batch_samples_every_patient_at_rate_one():
+    """Heart cut into 50 shards leaves sites of 3 training patients under a loader batch of 4: a sampling rate above 1
+    means nothing to the accountant, and the plan was refused as if no noise could meet the budget."""
+    small = tabular_site(n=3, batch_size=4)
+
+    spent = dp_fit(tabular_module(), small.loader("train"), {"max_epochs": 2}, {"noise_multiplier": 1.0, "max_grad_norm": 1.0},
+                   PrivacyBudget(float("inf"), 1e-3))
+
+    assert (spent.steps, spent.sample_rate) == (2, 1.0)
+
+
 def test_local_epochs_of_the_dp_config_replace_the_federations():
     site = tabular_site(n=40, batch_size=4)
     cfg = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "local_epochs": 1}
