@@ -14,6 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from support import CONF, ROOT
+from test_quality import _heart_like
 
 from federation.settings import ConfigError
 from federation.sweeps.objective import Objective, check_objective
@@ -146,8 +147,16 @@ def test_the_best_trial_has_the_best_mean_and_ties_go_to_the_better_worst_site()
     assert best_trial(study, ["maximize", "maximize"]).number == 2
 
 
-def test_evaluating_on_validation_reads_each_sites_validation_rows_and_no_test_row():
-    data = _compose(["experiment=heart_flamby", "data.split.val_fraction=0.2"]).data
+@pytest.fixture(scope="module")
+def heart_root(tmp_path_factory) -> str:
+    """Four small files in FLamby's heart format, so these tests need no shared data (a fresh clone has none)."""
+    root = tmp_path_factory.mktemp("heart")
+    _heart_like(root)
+    return str(root)
+
+
+def test_evaluating_on_validation_reads_each_sites_validation_rows_and_no_test_row(heart_root):
+    data = _compose(["experiment=heart_flamby", f"data.root={heart_root}", "data.split.val_fraction=0.2"]).data
     on_test = load_consortium(data, seed=0)
     data.evaluate_on = "val"
 
@@ -159,17 +168,17 @@ def test_evaluating_on_validation_reads_each_sites_validation_rows_and_no_test_r
         assert not ids(searched, "test") & ids(tested, "test")
 
 
-def test_evaluating_on_validation_without_validation_rows_is_refused():
-    data = _compose(["experiment=heart_flamby", "data.evaluate_on=val"]).data  # FLamby's split carves none
+def test_evaluating_on_validation_without_validation_rows_is_refused(heart_root):
+    data = _compose(["experiment=heart_flamby", f"data.root={heart_root}", "data.evaluate_on=val"]).data  # FLamby's split carves none
 
     with pytest.raises(ValueError, match="data.evaluate_on=val: site.* no validation rows"):
         load_consortium(data, seed=0)
 
 
-def test_a_search_chooses_on_validation_then_tests_its_best_trial_once_and_reports_it(tmp_path):
+def test_a_search_chooses_on_validation_then_tests_its_best_trial_once_and_reports_it(tmp_path, heart_root):
     sweep = tmp_path / "sweep"
 
-    done = _run("train.py", "-m", "experiment=heart_flamby", "hparams_search=heart", f"hydra.sweep.dir={sweep}", "seeds=[0]",
+    done = _run("train.py", "-m", "experiment=heart_flamby", "hparams_search=heart", f"data.root={heart_root}", f"hydra.sweep.dir={sweep}", "seeds=[0]",
                 "torch_threads=1", "federation.rounds=2", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2",
                 "federation.local_steps=choice(5, 10)", "hydra.sweeper.enqueue=[]", "hydra.sweeper.test_overrides=['data.evaluate_on=test']")
     assert done.returncode == 0, done.stderr[-3000:]
