@@ -11,7 +11,8 @@ from collections.abc import Mapping
 
 from federation.privacy.accountant import PrivacyBudget
 from federation.privacy.dp_sgd import dp_limits, logical_batch, planned_steps
-from federation.privacy.plan import check_delta, check_private_part, noise_for_plan
+from federation.privacy.plan import check_delta, noise_for_plan
+from federation.privacy.public_parts import check_trainable
 from federation.privacy.public_pretraining import pretrain_on_public
 from federation.privacy.site_dp import SiteLevelDP
 from federation.strategies.base import Strategy
@@ -74,7 +75,7 @@ def make_sites_private(privacy_cfg: Mapping | None, sites, limits: Mapping, roun
         return
     check_delta(float(privacy_cfg["delta"]), {f"site {s.name!r}": s.n_train for s in sites}, "training patients")
     if model is not None:
-        check_private_part(model, privacy_cfg.get("freeze"))
+        check_trainable(model, privacy_cfg.get("freeze") or ())
     budgets = site_budgets(privacy_cfg, sites)
     for site in sites:
         if site.name in budgets:

@@ -9,14 +9,13 @@
   "The Algorithmic Foundations of Differential Privacy", section 2.3). The unit is a
   patient under DP-SGD (n = the smallest site's training patients) and a site under
   site-level DP (n = the sites).
-- `privacy.freeze`: must leave something for DP-SGD to train (public_parts.py).
+- `privacy.freeze`: must leave something for DP-SGD to train (public_parts.check_trainable).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from federation.privacy.dp_sgd import calibrate_noise
-from federation.privacy.public_parts import private_parameter_count
 from federation.settings import ConfigError
 
 
@@ -38,11 +37,3 @@ def check_delta(delta: float, unit_counts: Mapping[str, int], unit: str) -> None
     if smallest > 0 and delta >= 1.0 / smallest:
         raise ConfigError("privacy.delta", delta, f"must be below 1/{smallest} = {1.0 / smallest:.3g}: {name} has {smallest} {unit}, "
                           "and a delta that large allows one of them to be published in full")
-
-
-def check_private_part(model, freeze: Sequence[str] | None) -> int:
-    """The number of parameters DP-SGD will train; refuses a freeze list that leaves none (names privacy.freeze)."""
-    count = private_parameter_count(model, freeze or ())
-    if count == 0:
-        raise ConfigError("privacy.freeze", list(freeze or ()), "freezes every trainable parameter of the model; DP-SGD would train nothing")
-    return count

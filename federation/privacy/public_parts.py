@@ -20,9 +20,11 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
+from federation.settings import ConfigError
 
-class NothingTrainable(ValueError):
-    """The freeze patterns leave no trainable parameter: DP-SGD would send nothing."""
+
+class NothingTrainable(ConfigError):
+    """The freeze patterns leave no trainable parameter: DP-SGD would send nothing (a refused setting, exit status 2)."""
 
 
 def frozen_names(model: nn.Module, patterns: Iterable[str]) -> set[str]:
@@ -41,7 +43,7 @@ def check_trainable(model: nn.Module, patterns: Iterable[str], setting: str = "p
     """The private part's size; refuses a freeze list that leaves nothing to train, naming the setting."""
     count = private_parameter_count(model, patterns)
     if count == 0:
-        raise NothingTrainable(f"{setting}={list(patterns or ())}: freezes every trainable parameter of the model; DP-SGD would train nothing")
+        raise NothingTrainable(setting, list(patterns or ()), "freezes every trainable parameter of the model; DP-SGD would train nothing")
     return count
 
 
