@@ -24,6 +24,7 @@ from federation.tasks.diagnosis.scorer import (
     DiagnosisScorer,
     EvidenceTensors,
     TrainSettings,
+    closed_loss,
     score,
     train_alone,
     train_federated,
@@ -556,3 +557,39 @@ def test_each_site_deploys_the_scorer_its_validation_patients_favour_and_ties_ke
     assert choices["c"].deployed == "local" and choices["c"].reason.startswith("validation too small (3 < 10 patients): the candidate best on the pooled")
     alone = choose_sites({k: {"c": v["c"]} for k, v in val_hits.items()}, min_val=10)
     assert alone["c"].deployed == "federated" and alone["c"].validation == {}
+
+
+def test_closed_loss_ranks_among_the_label_diseases_only():
+    # Prepare: 5 candidates, labels are columns 3 and 1; column 0 (not a label) has the highest logit
+    logits = torch.tensor([[9.0, 1.0, 0.0, 2.0, 0.0], [9.0, 0.5, 0.0, 0.0, 0.0]])
+    truth = torch.tensor([3, 1])  # candidate columns: label positions 0 and 1
+    columns = torch.tensor([3, 1])
+
+    # Execute
+    loss = closed_loss(logits, truth, columns)
+
+    # Assert: a two-way softmax over columns [3, 1] alone; the open loss would be far larger
+    expected = -(torch.log_softmax(torch.tensor([2.0, 1.0]), 0)[0] + torch.log_softmax(torch.tensor([0.0, 0.5]), 0)[1]) / 2
+    assert torch.isclose(loss, expected)
+    assert torch.nn.functional.cross_entropy(logits, truth) > loss + 5
+
+
+def _labelled_only(site: tuple[EvidenceTensors, Features]) -> tuple[EvidenceTensors, Features]:
+    """The patients whose diagnosis is a label column (in a cohort, every one is)."""
+    tables, features = site
+    keep = np.isin(features.truth, tables.label_columns.numpy())
+    return tables, Features(*(getattr(features, f)[keep] for f in ("observed_rows", "excluded_rows", "genotype", "truth", "similarity")))
+
+
+def test_closed_loss_refuses_a_diagnosis_outside_the_labels():
+    with pytest.raises(ValueError, match="not among the label columns"):
+        closed_loss(torch.zeros(1, 5), torch.tensor([2]), torch.tensor([3, 1]))
+
+
+def test_closed_weight_changes_training_only_when_set():
+    sites = {"north": _labelled_only(_synthetic_site(24, seed=1)), "south": _labelled_only(_synthetic_site(16, seed=2))}
+    plain = train_federated(sites, TrainSettings(rounds=2, lr=0.05, batch_size=8), n_terms=Q, seed=0)
+    zero = train_federated(sites, TrainSettings(rounds=2, lr=0.05, batch_size=8, closed_weight=0.0), n_terms=Q, seed=0)
+    closed = train_federated(sites, TrainSettings(rounds=2, lr=0.05, batch_size=8, closed_weight=1.0), n_terms=Q, seed=0)
+    assert torch.equal(plain.term_log_weight, zero.term_log_weight)
+    assert not torch.allclose(plain.term_log_weight, closed.term_log_weight)

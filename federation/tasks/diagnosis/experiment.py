@@ -79,6 +79,7 @@ def check_settings(cfg: DictConfig) -> None:
         "training.rounds": training.rounds >= 0,
         "training.local_epochs": training.local_epochs >= 1,
         "training.lr": training.lr > 0,
+        "training.closed_weight": training.closed_weight >= 0,
     }
     if cfg.get("variant_model") and not (Path(cfg.variant_model) / "variant_encoding.json").is_file():
         raise FileNotFoundError(f"{cfg.variant_model}: variant_model is not an experiment=vus run folder (no variant_encoding.json)")
