@@ -365,6 +365,7 @@ def _mixture_deployment(methods=("calibrate", "mixture"), report_only=()):
     return deployment, settings, (global_val, local_val), (global_test, local_test)
 
 
+@pytest.mark.slow
 def test_the_mixture_is_chosen_on_its_out_of_fold_validation_loss_and_deploys_the_alpha_it_records():
     from federation.adaptation.mixture import cross_fitted_mixture, fit_mixture, mix
 
@@ -383,6 +384,7 @@ def test_the_mixture_is_chosen_on_its_out_of_fold_validation_loss_and_deploys_th
     assert fitted["temperature"] == record["fitted"]["calibrated"]["temperature"]  # the global model as `calibrated` calibrates it
 
 
+@pytest.mark.slow
 def test_the_deployed_alpha_reaches_the_summary_and_the_ledger(tmp_path):
     from support import compose_config
 

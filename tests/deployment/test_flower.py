@@ -347,6 +347,7 @@ def _remember(handler):
     (_wrong_round, "answered for round 99, expected round 1"),
     (_wrong_shape, "has shape (7, 7)"),
 ])
+@pytest.mark.slow
 def test_a_bad_reply_is_rejected_and_the_round_goes_on(table_root, tmp_path, fault, reason):
     overrides = consortium_overrides(table_root, rounds=1)
     nodes = nodes_for(overrides)
@@ -403,6 +404,7 @@ def test_a_resumed_coordinator_ends_where_an_uninterrupted_one_ends(table_root, 
         torch.testing.assert_close(resumed.global_state[key], value, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_config_is_not_resumed(table_root, tmp_path):
     overrides = consortium_overrides(table_root, rounds=1)
     coordinator(overrides, InProcessGrid(nodes_for(overrides)), tmp_path).run()
@@ -478,6 +480,7 @@ def assert_close_states(actual, expected, atol=1e-5) -> None:
         torch.testing.assert_close(actual[key], value, rtol=0, atol=atol)
 
 
+@pytest.mark.slow
 def test_secure_aggregation_over_messages_ends_where_plain_fedavg_ends(table_root, tmp_path):
     reference, _, _ = in_process_run(consortium_overrides(table_root, strategy="fedavg"))
     overrides = consortium_overrides(table_root, strategy="secure_fedavg")
@@ -492,6 +495,7 @@ def test_secure_aggregation_over_messages_ends_where_plain_fedavg_ends(table_roo
     assert all(site["status"] == ACCEPTED for r in state.rounds for site in r["sites"].values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", ["mask", "unmask"])
 def test_a_site_gone_between_steps_is_recovered_from_the_shares(table_root, tmp_path, step):
     fedavg = consortium_overrides(table_root, rounds=1, strategy="fedavg")
@@ -515,6 +519,7 @@ def test_a_site_gone_between_steps_is_recovered_from_the_shares(table_root, tmp_
         assert record["sites"]["east"]["status"] == ACCEPTED and "did not answer the unmasking step" in record["sites"]["east"]["reason"]
 
 
+@pytest.mark.slow
 def test_more_dropouts_than_tolerated_fail_the_round_loudly(table_root, tmp_path):
     overrides = consortium_overrides(table_root, rounds=1, strategy="secure_fedavg")
     nodes = nodes_for(overrides)
@@ -549,6 +554,7 @@ def test_dp_sgd_sites_spend_as_in_process_and_report_epsilon_each_round(table_ro
     assert state.rounds[0]["privacy"]["north"]["epsilon"] < state.rounds[1]["privacy"]["north"]["epsilon"]
 
 
+@pytest.mark.slow
 def test_a_dp_sgd_site_out_of_budget_declines_and_says_why(table_root, tmp_path):
     # a fixed noise so that one round fits a budget of 2 and two do not (epsilon about 1.7, then 2.4, at these sites)
     overrides = consortium_overrides(table_root, privacy="dp_sgd") + ["privacy.epsilon=2.0", "privacy.delta=1e-2", "privacy.noise_multiplier=1.5"]
@@ -561,6 +567,7 @@ def test_a_dp_sgd_site_out_of_budget_declines_and_says_why(table_root, tmp_path)
     assert second["privacy"] == first["privacy"]  # nothing more was spent
 
 
+@pytest.mark.slow
 def test_a_restarted_dp_sgd_site_resumes_its_budget_from_its_own_disk(table_root, tmp_path):
     # as in the test above (one round fits the budget, two do not), but every SuperNode restarts before each message
     overrides = consortium_overrides(table_root, privacy="dp_sgd") + ["privacy.epsilon=2.0", "privacy.delta=1e-2", "privacy.noise_multiplier=1.5"]
@@ -589,6 +596,7 @@ def test_a_damaged_budget_file_stops_the_site_naming_the_file(table_root, tmp_pa
     assert damaged.read_text() == "{not json"  # nothing written over it
 
 
+@pytest.mark.slow
 def test_site_level_dp_over_secure_aggregation_matches_the_in_process_engine(table_root, tmp_path):
     overrides = consortium_overrides(table_root, strategy="secure_fedavg", privacy="site_dp") + ["privacy.epsilon=8.0", "privacy.clip_norm=0.5"]
     reference, _, _ = in_process_run(overrides)
@@ -601,6 +609,7 @@ def test_site_level_dp_over_secure_aggregation_matches_the_in_process_engine(tab
         assert all(deployed["privacy"][s] == pytest.approx(in_process.privacy[s]) for s in SITES)
 
 
+@pytest.mark.slow
 def test_a_site_over_its_site_level_budget_is_not_asked_to_train(table_root, tmp_path):
     # noise multiplier 2, every site each round: epsilon about 1.6 after one round, 2.3 after two
     overrides = consortium_overrides(table_root, privacy="site_dp") + ["privacy.epsilon=2.0", "privacy.noise_multiplier=2.0"]
@@ -788,6 +797,7 @@ print(json.dumps({"errors": errors, "importers": importers, "loaded": [m for m i
 """
 
 
+@pytest.mark.slow
 def test_a_logistic_regression_site_imports_no_encoder_library_and_no_experiment_stack(table_root, tmp_path):
     """In a fresh interpreter, as Flower starts one per message: import the ClientApp, train and evaluate once."""
     run_config = {"consortium": join_overrides(consortium_overrides(table_root)), "coordinator": ""}
@@ -804,6 +814,7 @@ def test_a_logistic_regression_site_imports_no_encoder_library_and_no_experiment
     assert probe["importers"].get("transformers", "torchmetrics/functional/text/bert.py").endswith("torchmetrics/functional/text/bert.py")
 
 
+@pytest.mark.slow
 def test_the_site_timing_and_the_coordinator_journal_meet_by_message_id(table_root, tmp_path):
     overrides = consortium_overrides(table_root)
     nodes = {100 + i: client_node(100 + i, site, overrides, state_dir=tmp_path / site) for i, site in enumerate(SITES)}

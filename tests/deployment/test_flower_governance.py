@@ -81,6 +81,7 @@ def run_deployed(overrides: list[str], run_dir: Path, coordinator: tuple[str, ..
         logger.handlers = handlers  # the ServerApp logs to its run folder; not to this test's after it
 
 
+@pytest.mark.slow
 def test_a_governed_deployment_writes_the_in_process_ledger(table_root, tmp_path):
     overrides = governed_overrides(table_root)
     run_in_process(overrides, tmp_path / "in_process")

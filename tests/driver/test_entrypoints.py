@@ -216,6 +216,7 @@ def test_the_privacy_kinds_are_the_privacy_hooks_own():
 # ---- class 1: one line, a documented status, nothing half-written (the scripts themselves) -----------------
 
 
+@pytest.mark.slow
 def test_train_a_bad_setting_is_one_line_status_2_and_no_run_folder(tmp_path):
     run_dir = tmp_path / "run"
     result = run_script("train.py", *_heart(tmp_path, ("a", HEART_ROW)), "federation.participation.fraction=1.5", f"hydra.run.dir={run_dir}")
@@ -224,6 +225,7 @@ def test_train_a_bad_setting_is_one_line_status_2_and_no_run_folder(tmp_path):
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_train_bad_data_is_one_line_status_1_naming_file_record_and_field(tmp_path):
     run_dir = tmp_path / "run"
     bad = HEART_ROW + "67,1,4,abc,286,0,2,108,1,1.5,2,3,3,2\n"
@@ -243,6 +245,7 @@ def test_hydra_full_error_shows_the_trace_and_still_leaves_no_run_folder(tmp_pat
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_score_vus_on_a_missing_input_is_one_line(tmp_path, trained):  # noqa: F811
     _, _, run, _ = trained
     result = run_script("score_vus.py", f"run_dir={run}", f"input={tmp_path / 'absent.vcf'}", f"hydra.run.dir={tmp_path / 'job'}")
@@ -251,6 +254,7 @@ def test_score_vus_on_a_missing_input_is_one_line(tmp_path, trained):  # noqa: F
     assert not (tmp_path / "job").exists()
 
 
+@pytest.mark.slow
 def test_a_required_setting_without_a_value_is_one_line(tmp_path):
     result = run_script("score_vus.py", f"input={tmp_path / 'x.vcf'}", f"hydra.run.dir={tmp_path / 'job'}")
 
@@ -270,6 +274,7 @@ COMPOSE_REFUSALS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, override, reason", COMPOSE_REFUSALS)
 def test_an_override_hydra_cannot_compose_is_one_line_status_2_and_no_run_folder(tmp_path, name, override, reason):
     result = run_script(name, override, f"hydra.run.dir={tmp_path / 'run'}")
@@ -279,6 +284,7 @@ def test_an_override_hydra_cannot_compose_is_one_line_status_2_and_no_run_folder
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_an_unknown_group_option_lists_every_option_hydra_offers(tmp_path):
     result = run_script("train.py", "experiment=nope", f"hydra.run.dir={tmp_path / 'run'}")
 
@@ -305,6 +311,7 @@ def test_a_refused_override_with_help_or_in_a_sweep_is_one_line_too(tmp_path):
     assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["multirun.yaml"]  # the sweep's record; no job ran
 
 
+@pytest.mark.slow
 def test_cfg_job_still_prints_the_composed_config_and_writes_no_run_folder(tmp_path):
     result = run_script("train.py", "--cfg", "job", "federation.rounds=3", f"hydra.run.dir={tmp_path / 'run'}")
 

@@ -83,6 +83,7 @@ def test_a_space_key_the_config_lacks_is_refused_naming_it(key):
         search_space({key: "interval(0, 1)"}, [], cfg)
 
 
+@pytest.mark.slow
 def test_a_space_key_the_config_lacks_stops_the_search_in_one_line_before_any_trial(tmp_path):
     sweep = tmp_path / "sweep"
 
@@ -94,6 +95,7 @@ def test_a_space_key_the_config_lacks_stops_the_search_in_one_line_before_any_tr
     assert not sweep.exists()  # no trial ran
 
 
+@pytest.mark.slow
 def test_an_objective_metric_the_run_does_not_report_stops_the_search_in_one_line(tmp_path):
     sweep = tmp_path / "sweep"
 
@@ -104,6 +106,7 @@ def test_an_objective_metric_the_run_does_not_report_stops_the_search_in_one_lin
     assert not sweep.exists()
 
 
+@pytest.mark.slow
 def test_an_enqueued_setting_outside_the_space_is_refused_before_any_trial(tmp_path):
     done = _run("train.py", "-m", "experiment=heart_flamby", "hparams_search=heart", f"hydra.sweep.dir={tmp_path / 's'}", "federation.local_steps=choice(5, 10)")
 
@@ -122,6 +125,7 @@ def test_an_objective_the_run_cannot_produce_is_refused_before_training(override
         check_objective(cfg)
 
 
+@pytest.mark.slow
 def test_a_search_whose_trials_would_evaluate_on_test_is_refused(tmp_path):
     done = _run("train.py", "-m", "experiment=heart_flamby", "hparams_search=heart", f"hydra.sweep.dir={tmp_path / 's'}", "data.evaluate_on=test")
 
@@ -175,6 +179,7 @@ def test_evaluating_on_validation_without_validation_rows_is_refused(heart_root)
         load_consortium(data, seed=0)
 
 
+@pytest.mark.slow
 def test_a_search_chooses_on_validation_then_tests_its_best_trial_once_and_reports_it(tmp_path, heart_root):
     sweep = tmp_path / "sweep"
 

@@ -198,6 +198,7 @@ def test_tracking_off_writes_no_store(folders, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+@pytest.mark.slow
 def test_a_bad_tracking_setting_is_one_line_status_2_and_no_run_folder(tmp_path):
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "RAREFED_FULL_ERROR": "0"}
     command = [sys.executable, str(ROOT / "scripts" / "train.py"), "tracking.uri=ftp://tracker.example", f"hydra.run.dir={tmp_path / 'run'}"]
@@ -210,6 +211,7 @@ def test_a_bad_tracking_setting_is_one_line_status_2_and_no_run_folder(tmp_path)
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_deployment_logs_its_rounds_as_an_in_process_run_does(tmp_path):
     """The real ServerApp over an in-process grid (tests/deployment/test_flower_governance.py): round 1 is refused by the agreement,
     rounds 2 and 3 go through; the tracker sees each round's decision at its step, and the coordinator's params."""

@@ -125,6 +125,7 @@ def test_fedopt_configs_compose_with_train(name, cls):
     assert cfg.federation.rounds >= 1 and cfg.federation.optimizer is None
 
 
+@pytest.mark.slow
 def test_one_round_smoke_run_with_fedyogi_writes_summary(tmp_path):
     cfg = compose_config(["experiment=smoke", "federation=fedyogi", f"paths.data_dir={tmp_path / 'data'}", "progress=false",
                          "baselines.local=false", "baselines.pooled=false", "federation.rounds=1"])

@@ -77,6 +77,7 @@ def test_fedprox_config_composes_with_the_fedavg_keys():
     assert set(cfg.federation) == set(fedavg.federation)
 
 
+@pytest.mark.slow
 def test_one_fedprox_round_writes_the_summary(tmp_path):
     cfg = compose_config(["experiment=smoke", "federation=fedprox", f"paths.data_dir={tmp_path / 'data'}", "progress=false",
                          "baselines.local=false", "baselines.pooled=false", "federation.rounds=1"])

@@ -12,6 +12,7 @@ def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("data")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("federation", ["scaffold", "fedbn"])
 def test_strategy_with_personalisation_partial_participation_and_an_imbalance_loss(federation, data_dir, tmp_path):
     cfg = compose_config([
@@ -34,6 +35,7 @@ def test_strategy_with_personalisation_partial_participation_and_an_imbalance_lo
         assert all(r["val_accuracy"] != "" for r in rows if r["round"] == round_)
 
 
+@pytest.mark.slow
 def test_update_compression_from_config_reports_what_each_site_sent(data_dir, tmp_path):
     def run(kind: str) -> dict:
         cfg = compose_config([
@@ -52,6 +54,7 @@ def test_update_compression_from_config_reports_what_each_site_sent(data_dir, tm
         assert sent < 0.4 * plain["mean_bytes_per_update"][site]
 
 
+@pytest.mark.slow
 def test_torch_threads_and_concurrent_sites_from_config(data_dir, tmp_path):
     import torch
 

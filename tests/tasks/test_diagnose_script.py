@@ -19,6 +19,7 @@ def diagnose(*overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "diagnose.py"), *overrides], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
 
 
+@pytest.mark.slow
 def test_missing_store_is_one_line_and_writes_nothing(tmp_path):
     run_dir = tmp_path / "run"
     result = diagnose(f"data.root={tmp_path / 'absent'}", f"hydra.run.dir={run_dir}")
@@ -27,6 +28,7 @@ def test_missing_store_is_one_line_and_writes_nothing(tmp_path):
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_setting_out_of_range_names_the_setting(tmp_path):
     result = diagnose(f"data.root={tmp_path}", "profiles.min_count=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2  # a setting refused before anything is read (federation/entrypoint.py)
@@ -85,6 +87,7 @@ def test_small_store_end_to_end(tmp_path):
     assert (run_dir / "case_counts.npz").is_file()
 
 
+@pytest.mark.slow
 def test_predict_on_a_run_folder_without_a_model_is_one_line(tmp_path):
     (tmp_path / "config.yaml").write_text("seed: 0\n")
     (tmp_path / "case_counts.npz").write_bytes(b"not a numpy archive")

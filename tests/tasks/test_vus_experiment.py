@@ -118,6 +118,7 @@ def test_a_folder_that_is_not_a_variant_run_is_refused(tmp_path):
         score_file(score_cfg(tmp_path, tmp_path / "x.vcf", tmp_path))
 
 
+@pytest.mark.slow
 def test_the_score_vus_script_writes_both_files(trained, tmp_path):
     _, _, run, _ = trained
     source = tmp_path / "one.vcf"
