@@ -28,6 +28,23 @@ def test_missing_store_is_one_line_and_writes_nothing(tmp_path):
     assert not run_dir.exists()
 
 
+@pytest.mark.parametrize("override, setting", [
+    ("training.closed_weight=-1", "training.closed_weight"),
+    ("profiles.min_count=0", "profiles.min_count"),
+])
+def test_check_settings_refuses_a_constant_out_of_range_naming_it(override, setting):
+    from hydra import compose, initialize_config_dir
+
+    from federation.settings import ConfigError
+    from federation.tasks.diagnosis.experiment import check_settings
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        cfg = compose("diagnosis", overrides=[override])
+    with pytest.raises(ConfigError) as refused:
+        check_settings(cfg)
+    assert refused.value.setting == setting and "out of range" in str(refused.value)
+
+
 @pytest.mark.slow
 def test_setting_out_of_range_names_the_setting(tmp_path):
     result = diagnose(f"data.root={tmp_path}", "profiles.min_count=0", f"hydra.run.dir={tmp_path / 'run'}")

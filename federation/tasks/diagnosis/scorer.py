@@ -144,8 +144,8 @@ def train_local(model: DiagnosisScorer, tables: EvidenceTensors, features: Featu
     for _ in range(epochs):
         for batch in torch.randperm(n, generator=generator).split(settings.batch_size):
             index = batch.numpy()
-            logits = model.logits(tables, *_inputs(features, index), true=_true(features, index), truth=torch.from_numpy(features.truth[index]))
             truth = torch.from_numpy(features.truth[index])
+            logits = model.logits(tables, *_inputs(features, index), true=_true(features, index), truth=truth)
             loss = nn.functional.cross_entropy(logits, truth) + settings.l2 * model.penalty()
             if settings.closed_weight:
                 loss = loss + settings.closed_weight * closed_loss(logits, truth, tables.label_columns)
